@@ -168,11 +168,12 @@ static void print_table(const lukv_budgets *b, const lukv_solve_opts *o) {
       print_loss(ho_mc ? ho_mc[r] : NAN);
       print_loss(ho_mos ? ho_mos[r] : NAN);
     }
-    if (feasible && feasible[r] == 0.0) {
+    int infeasible = feasible && feasible[r] == 0.0;
+    if (infeasible) {
       printf("  (budget below every head at g_min: all heads at g_min)");
       notes++;
     }
-    if (exact_status && exact_status[r] != 0.0) {
+    if (!infeasible && exact_status && exact_status[r] != 0.0) {
       int st = (int)exact_status[r];
       printf("  (exact: %s", lukv_strerror(st));
       if (mip_gap && !isnan(mip_gap[r])) printf(", MIP gap %.3g%%", 100.0 * mip_gap[r]);
