@@ -7,9 +7,23 @@
  * current length. A backend reports failures with lukv_error_set and leaves
  * the cache length to the front end (it advances it after a successful call).
  *
- * The CPU backend (backend_cpu.c) is the reference. A CUDA backend adds
- * backend_cuda.cu exposing `lukv_backend_cuda` with the same five entries;
- * model.c picks it for LUKV_DEVICE_CUDA.
+ * The CPU backend (backend_cpu.c) is the reference. The CUDA backend
+ * (backend_cuda.cu, built when LUKV_HAVE_CUDA) exposes `lukv_backend_cuda`
+ * with the same five entries; model.c picks it for LUKV_DEVICE_CUDA. It
+ * computes in bf16 with f32 accumulation (matrices bf16 on the device, norm
+ * weights and biases f32, residual stream f32), uses the device current at
+ * init, and reports every failed CUDA/cuBLAS call as LUKV_ERR_CUDA naming
+ * the call and cudaGetErrorString.
+ *
+ * The tap on CUDA: lukv_tap_info.device = LUKV_DEVICE_CUDA and every pointer
+ * is device memory, f32 as the interface says. q, k, v are f32 copies
+ * (widened by a kernel) of the bf16 values attention actually used, so the
+ * tapped lse is consistent with them; lse is the kernel's own f32 output;
+ * o_proj is the bf16 weight widened to f32. The buffers belong to the backend
+ * and are valid during the call only. The backend synchronises its stream
+ * before calling the tap and the whole device (cudaDeviceSynchronize) after
+ * it returns, so a tap may enqueue work on any stream that reads them, as
+ * long as it does not keep the pointers.
  */
 #ifndef LUKV_BACKEND_H
 #define LUKV_BACKEND_H
@@ -26,6 +40,11 @@ typedef struct lukv_fwd_call {
   const lukv_forward_opts *opts;  /* never NULL */
   float *logits;                  /* host [T, V] or [1, V], or NULL */
   const char *where;              /* model source, for messages */
+  /* lukv_model_decode_external: when attn is set (CPU backend only; the
+   * front end sets it only with T == 1 and no cache) each layer calls it
+   * with the post-RoPE q, k, v instead of running its own attention. */
+  lukv_attn_fn attn;
+  void *attn_user;
 } lukv_fwd_call;
 
 typedef struct lukv_backend {
@@ -43,5 +62,6 @@ typedef struct lukv_backend {
 } lukv_backend;
 
 extern const lukv_backend lukv_backend_cpu;
+extern const lukv_backend lukv_backend_cuda; /* defined only when LUKV_HAVE_CUDA */
 
 #endif

@@ -206,6 +206,16 @@ static int attention_block(const cpu_state *s, int l, const lukv_fwd_call *call,
   lukv_cpu_linear(a->h, W->wv, W->bv, T, D, KD, 0, vdst);  /* v [T, Hkv, d] */
   lukv_cpu_rope(a->q, T, c->n_heads, d, call->pos0, s->inv_freq);
   lukv_cpu_rope(kdst, T, c->n_kv_heads, d, call->pos0, s->inv_freq);
+  if (call->attn) { /* the caller's attention over its own cache (T == 1, no engine cache) */
+    lukv_attn_call ac = {.layer = l, .pos = call->pos0, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                         .head_dim = d, .q = a->q, .k = kdst, .v = vdst, .out = a->att};
+    int rc = call->attn(call->attn_user, &ac);
+    if (rc != LUKV_OK)
+      return lukv_error_set(err, rc, "%s: attention callback: layer %d: returned %d (%s)", call->where, l, rc,
+                            lukv_strerror(rc));
+    lukv_cpu_linear(a->att, W->wo, W->bo, T, QD, D, 1, a->x);
+    return LUKV_OK;
+  }
   lukv_attn_shape sh = {.T = T, .S = call->pos0 + T, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
                         .head_dim = d, .window = lukv_config_layer_window(c, l)};
   if (lukv_cpu_attention(a->q, kall, vall, &sh, a->att, a->lse) != 0)

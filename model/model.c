@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include "backend.h"
+#include "gguf.h"
+#include "lukv_config.h"
 #include "weights.h"
 
 struct lukv_model {
@@ -31,8 +33,15 @@ static int pick_backend(const char *src, lukv_device dev, const lukv_backend **b
     *be = &lukv_backend_cpu;
     return LUKV_OK;
   }
-  if (dev == LUKV_DEVICE_CUDA)
-    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED, "%s: device: the CUDA backend is not built yet", src);
+  if (dev == LUKV_DEVICE_CUDA) {
+#if LUKV_HAVE_CUDA
+    *be = &lukv_backend_cuda;
+    return LUKV_OK;
+#else
+    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED, "%s: device: this build has no CUDA backend (-Dcuda=enabled)",
+                          src);
+#endif
+  }
   return lukv_error_set(err, LUKV_ERR_INVALID, "%s: device: unknown device %d", src, (int)dev);
 }
 
@@ -72,6 +81,14 @@ int lukv_model_open(const char *dir, lukv_device device, lukv_model **out, lukv_
   int rc;
   lukv_model *m = model_new(dir, device, err, &rc);
   if (!m) return rc;
+  if (lukv_is_gguf_path(dir)) { /* a llama.cpp file: config and weights from it */
+    rc = lukv_weights_from_gguf(dir, &m->cfg, &m->w, err);
+    if (rc != LUKV_OK) {
+      lukv_model_destroy(m);
+      return rc;
+    }
+    return finish(m, out, err);
+  }
   size_t n = strlen(dir) + sizeof "/config.json";
   char *cpath = malloc(n);
   if (!cpath) {
@@ -172,6 +189,22 @@ void lukv_kv_cache_reset(lukv_kv_cache *c) { c->len = 0; }
 int lukv_model_decode(lukv_model *m, lukv_kv_cache *c, int32_t token, float *logits, lukv_error *err) {
   if (!c) return lukv_error_set(err, LUKV_ERR_INVALID, "lukv_model_decode: cache is NULL");
   return lukv_model_forward(m, c, &token, 1, NULL, logits, err);
+}
+
+int lukv_model_decode_external(lukv_model *m, int32_t token, int pos, lukv_attn_fn attn, void *user,
+                               float *logits, lukv_error *err) {
+  if (!m) return lukv_error_set(err, LUKV_ERR_INVALID, "lukv_model_decode_external: model is NULL");
+  if (!attn) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: decode_external: attn is NULL", m->source);
+  if (m->be->device != LUKV_DEVICE_CPU)
+    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED, "%s: decode_external: only the CPU device has it", m->source);
+  if (pos < 0) return lukv_error_set(err, LUKV_ERR_RANGE, "%s: decode_external: position %d < 0", m->source, pos);
+  if (token < 0 || token >= m->cfg.vocab_size)
+    return lukv_error_set(err, LUKV_ERR_RANGE, "%s: token: id %ld outside [0, vocab_size %d)", m->source,
+                          (long)token, m->cfg.vocab_size);
+  lukv_forward_opts none = {0};
+  lukv_fwd_call call = {.tokens = &token, .T = 1, .cache = NULL, .pos0 = pos, .opts = &none, .logits = logits,
+                        .where = m->source, .attn = attn, .attn_user = user};
+  return m->be->forward(m->state, &call, err);
 }
 
 int lukv_argmax(const float *x, int n) {

@@ -35,7 +35,10 @@ typedef struct lukv_kv_cache lukv_kv_cache;
 /* Opens DIR (config.json + model.safetensors or model.safetensors.index.json;
  * tensors F32, F16 or BF16). Weights are mmapped and converted once to the
  * backend's format (on CPU, f32 tensors whose data is 4-byte aligned are used
- * in place, others converted once). *out: caller-owned, lukv_model_destroy. */
+ * in place, others converted once). A path ending in ".gguf" is read as a
+ * llama.cpp GGUF file instead (gguf.h: config from its metadata, tensors
+ * F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantised to f32 at load).
+ * *out: caller-owned, lukv_model_destroy. */
 int lukv_model_open(const char *dir, lukv_device device, lukv_model **out, lukv_error *err);
 
 /* A model of the shape in config_path (a config.json) with seeded uniform
@@ -95,6 +98,35 @@ typedef struct lukv_forward_opts {
  * last_logits_only), or NULL when only the tap is wanted. opts may be NULL. */
 int lukv_model_forward(lukv_model *m, lukv_kv_cache *cache, const int32_t *tokens, int T,
                        const lukv_forward_opts *opts, float *logits, lukv_error *err);
+
+/* ---- external attention (lukv-eval: decode over someone else's cache) ----
+ * One decode step whose attention is the caller's: per layer the engine
+ * computes the new token's post-RoPE q, k and v at position `pos` and calls
+ * attn, which stores k/v wherever it keeps its cache (e.g. liblukv's
+ * compacted segments) and writes the attention output; the engine then goes
+ * on with o_proj and the MLP. Pointers are the engine's host f32 buffers,
+ * valid during the call only. The callback owns everything about the keys
+ * it attends over, including any sliding window. CPU device only. */
+typedef struct lukv_attn_call {
+  int layer;        /* 0 .. L-1 */
+  int pos;          /* absolute position of the token (RoPE already applied at it) */
+  int n_heads;      /* Hq */
+  int n_kv_heads;   /* Hkv */
+  int head_dim;     /* d */
+  const float *q;   /* [Hq, d]  post-RoPE query */
+  const float *k;   /* [Hkv, d] post-RoPE key */
+  const float *v;   /* [Hkv, d] value */
+  float *out;       /* [Hq, d]  written by the callback: attention output of each query head */
+} lukv_attn_call;
+
+/* Return LUKV_OK to continue; any other value stops the step, which returns it. */
+typedef int (*lukv_attn_fn)(void *user, const lukv_attn_call *c);
+
+/* Runs token (0 <= id < V) at position pos (>= 0) with the caller's attention;
+ * logits [V] caller-owned (or NULL). No engine KV cache is involved.
+ * LUKV_ERR_UNSUPPORTED on a non-CPU model. */
+int lukv_model_decode_external(lukv_model *m, int32_t token, int pos, lukv_attn_fn attn, void *user,
+                               float *logits, lukv_error *err);
 
 /* ---- KV cache and generation ---------------------------------------------- */
 
