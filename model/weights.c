@@ -32,12 +32,8 @@ static int find(const lukv_st_set *set, const char *name, int64_t rows, int64_t 
   return LUKV_OK;
 }
 
-/* Applies fn to every tensor slot of the model, in a fixed order, with its
- * HF name and shape; present = 0 for an optional tensor this config lacks. */
-typedef int (*slot_fn)(void *ctx, const char *name, int64_t rows, int64_t cols, int present,
-                       lukv_tensor_ref *slot, lukv_error *err);
-
-static int for_each_slot(const lukv_model_config *c, lukv_weights *w, slot_fn fn, void *ctx, lukv_error *err) {
+int lukv_weights_for_each_slot(const lukv_model_config *c, lukv_weights *w, lukv_slot_fn fn, void *ctx,
+                               lukv_error *err) {
   const int64_t D = c->hidden_size, V = c->vocab_size, I = c->intermediate_size;
   const int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
   int rc = fn(ctx, "model.embed_tokens.weight", V, D, 1, &w->embed, err);
@@ -90,7 +86,7 @@ int lukv_weights_load(const char *dir, const lukv_model_config *cfg, lukv_weight
   if (rc != LUKV_OK) return rc;
   w->layers = calloc((size_t)cfg->n_layers, sizeof *w->layers);
   if (!w->layers) rc = lukv_error_set(err, LUKV_ERR_NOMEM, "%s: weights: out of memory", dir);
-  if (rc == LUKV_OK) rc = for_each_slot(cfg, w, load_slot, w->files, err);
+  if (rc == LUKV_OK) rc = lukv_weights_for_each_slot(cfg, w, load_slot, w->files, err);
   if (rc != LUKV_OK) lukv_weights_free(w);
   return rc;
 }
@@ -148,7 +144,7 @@ int lukv_weights_random(const lukv_model_config *cfg, uint64_t seed, lukv_weight
   w->layers = calloc((size_t)cfg->n_layers, sizeof *w->layers);
   if (!w->layers) return lukv_error_set(err, LUKV_ERR_NOMEM, "random-init: weights: out of memory");
   rand_ctx r = {.seed = seed, .amp = (float)(cfg->initializer_range * 1.7320508075688772)}; /* std * sqrt(3) */
-  for_each_slot(cfg, w, count_slot, &r, err);
+  lukv_weights_for_each_slot(cfg, w, count_slot, &r, err);
   w->random_block = malloc((size_t)r.total * sizeof(float));
   if (!w->random_block) {
     lukv_weights_free(w);
@@ -156,7 +152,7 @@ int lukv_weights_random(const lukv_model_config *cfg, uint64_t seed, lukv_weight
                           (long long)r.total, (double)r.total * 4 / (1 << 30));
   }
   r.block = w->random_block;
-  return for_each_slot(cfg, w, fill_slot, &r, err);
+  return lukv_weights_for_each_slot(cfg, w, fill_slot, &r, err);
 }
 
 void lukv_weights_release_files(lukv_weights *w) {

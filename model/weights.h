@@ -37,7 +37,8 @@ typedef struct lukv_weights {
   lukv_tensor_ref lm_head;            /* [V, D]; same data as embed when tied */
   lukv_layer_weights *layers;         /* [L], owned */
   lukv_st_set *files;                 /* owned; NULL for random weights or once released */
-  float *random_block;                /* owned; all random tensors */
+  float *random_block;                /* owned; all tensors of random init, or all
+                                         dequantised tensors of a GGUF (gguf.h) */
 } lukv_weights;
 
 /* Finds and checks every tensor of cfg in the safetensors of DIR. Errors:
@@ -48,6 +49,16 @@ int lukv_weights_load(const char *dir, const lukv_model_config *cfg, lukv_weight
 /* Seeded random weights of cfg's shape, f32: uniform with std
  * cfg->initializer_range for matrices and embeddings, norms 1, biases 0. */
 int lukv_weights_random(const lukv_model_config *cfg, uint64_t seed, lukv_weights *w, lukv_error *err);
+
+/* Applies fn to every tensor slot of cfg's model, in a fixed order, with its
+ * HF name and shape [rows] (cols == 0) or [rows, cols]; present = 0 for an
+ * optional tensor this config lacks. Stops at the first non-OK return. Sets
+ * lm_head = embed afterwards when the embeddings are tied. w->layers must be
+ * allocated [L]. (How other file formats, e.g. gguf.c, fill the same slots.) */
+typedef int (*lukv_slot_fn)(void *ctx, const char *name, int64_t rows, int64_t cols, int present,
+                            lukv_tensor_ref *slot, lukv_error *err);
+int lukv_weights_for_each_slot(const lukv_model_config *cfg, lukv_weights *w, lukv_slot_fn fn, void *ctx,
+                               lukv_error *err);
 
 /* Unmaps the files once a backend holds its own copy; data pointers of
  * file-backed tensors become invalid. */

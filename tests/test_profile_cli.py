@@ -226,6 +226,45 @@ def main():
             check(not np.array_equal(a_g["utility_total"], a_full["utility_total"][:2]),
                   "generate: a future other than the corpus continuation")
 
+        # ---- a GGUF model file (--model X.gguf): model_hash = sha256 of the file's
+        # bytes, model_name = its general.name, else the file name without .gguf
+        import hashlib
+        gguf_src = os.path.join(SRC, "tests", "golden", "gguf_q8_0", "model.gguf")  # 2 layers, 4/2 heads
+        with open(gguf_src, "rb") as f:
+            gbytes = f.read()
+        gprof = os.path.join(tmp, "gguf.h5")
+        rc, so, se = run("--model", gguf_src, "--corpus", corpus, *SMALL, "--samples", "2", "-o", gprof)
+        check(rc == 0, f"gguf run: exit {rc}: {se.strip()}")
+        if rc == 0:
+            a_g, g_attrs = valid_profile(gprof, "gguf run")
+            check(a_g["utility_total"].shape == (2, 2, 2), "gguf run: [S, L, H] = [2, 2, 2]")
+            check(g_attrs["model_hash"] == hashlib.sha256(gbytes).hexdigest(),
+                  f"gguf run: model_hash {g_attrs.get('model_hash')} is the file's sha256")
+            check(g_attrs["model_name"] == "lukv tiny random llama",
+                  f"gguf run: model_name {g_attrs.get('model_name')!r} = general.name")
+            check((g_attrs["n_layers"], g_attrs["n_kv_heads"], g_attrs["n_q_heads"], g_attrs["head_dim"])
+                  == (2, 2, 4, 16), "gguf run: shape attributes")
+            rc, so, se = run("show", gprof)
+            check(rc == 0 and "lukv tiny random llama" in so, f"show of the gguf profile: {se.strip()}")
+        # the same file without general.name (key renamed in place, same length)
+        check(gbytes.count(b"general.name") == 1, "gguf fixture holds general.name once")
+        noname = os.path.join(tmp, "tiny-q8.gguf")
+        with open(noname, "wb") as f:
+            f.write(gbytes.replace(b"general.name", b"general.nome"))
+        nprof = os.path.join(tmp, "gguf-noname.h5")
+        rc, so, se = run("--model", noname, "--corpus", corpus, *SMALL, "--samples", "1", "-o", nprof)
+        check(rc == 0, f"gguf without general.name: exit {rc}: {se.strip()}")
+        if rc == 0:
+            _, n_attrs = valid_profile(nprof, "gguf without general.name")
+            check(n_attrs["model_name"] == "tiny-q8",
+                  f"gguf without general.name: model_name {n_attrs.get('model_name')!r}, expected 'tiny-q8'")
+            with open(noname, "rb") as f:
+                check(n_attrs["model_hash"] == hashlib.sha256(f.read()).hexdigest(),
+                      "gguf without general.name: model_hash")
+        gout = os.path.join(tmp, "gguf-bad.h5")
+        expect_error("missing .gguf", ["--model", os.path.join(tmp, "nope.gguf"), "--corpus", corpus,
+                     *SMALL, "-o", gout], gout, needle="nope.gguf")
+
         # ---- bad inputs: one line, non-zero exit, no output
         out = os.path.join(tmp, "out.h5")
         base = ["--model", MODEL, "--corpus", corpus, *SMALL, "-o", out]
