@@ -268,7 +268,8 @@ static int cpu_forward(void *vs, const lukv_fwd_call *call, lukv_error *err) {
       kall = cache->k + (size_t)l * cache->layer_stride;
       vall = cache->v + (size_t)l * cache->layer_stride;
     }
-    float *kdst = kall + (size_t)call->pos0 * KD, *vdst = vall + (size_t)call->pos0 * KD;
+    size_t row0 = call->attn ? 0 : (size_t)call->pos0; /* external attention: no cache, this row only */
+    float *kdst = kall + row0 * KD, *vdst = vall + row0 * KD;
     rc = attention_block(s, l, call, &a, kdst, vdst, kall, vall, err);
     if (rc == LUKV_OK) mlp_block(s, l, T, &a);
   }

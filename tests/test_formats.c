@@ -6,7 +6,6 @@
  * API, so each test names exactly the defect it exercises.
  */
 #include <check.h>
-#include <dirent.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,76 +17,25 @@
 
 #include "formats.h"
 #include "h5util.h"
+#include "testutil.h"
 
 /* ---- temporary directory ------------------------------------------------ */
 
-static char tmpdir[512];
-
-static void rm_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      char sub[1024];
-      snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) {
-        chmod(sub, 0700);
-        rm_tree(sub);
-      } else {
-        unlink(sub);
-      }
-    }
-    closedir(d);
-  }
-  rmdir(path);
-}
-
-static void setup(void) {
-  const char *base = getenv("TMPDIR");
-  snprintf(tmpdir, sizeof tmpdir, "%s/lukv-formats-XXXXXX", base && *base ? base : "/tmp");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void) { rm_tree(tmpdir); }
-
-/* A path inside the test's directory; a few rotating buffers so that two can
- * be live at once. */
-static const char *tpath(const char *name) {
-  static char bufs[4][1024];
-  static int at;
-  char *b = bufs[at++ % 4];
-  snprintf(b, 1024, "%s/%s", tmpdir, name);
-  return b;
-}
+static void setup(void) { lukv_test_tmpdir_setup("lukv-formats"); }
 
 static int file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
 }
 
-static void write_text(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  fputs(text, f);
-  fclose(f);
-}
-
-/* Asserts status and that the message is one line containing every given
- * substring (NULL-terminated list). */
+/* Asserts status, also in err->status, and that the message is one line
+ * containing every given substring (NULL-terminated list). */
 static void expect_err(const lukv_error *err, int rc, int status, ...) {
-  ck_assert_msg(rc == status, "status %d (%s), expected %d; message: %s", rc, lukv_strerror(rc),
-                status, err->msg);
-  ck_assert_int_eq(err->status, status);
-  ck_assert_msg(!strchr(err->msg, '\n'), "message has a newline: %s", err->msg);
-  ck_assert_msg(strlen(err->msg) > 0, "empty message");
   va_list ap;
   va_start(ap, status);
-  const char *s;
-  while ((s = va_arg(ap, const char *)))
-    ck_assert_msg(strstr(err->msg, s), "message \"%s\" lacks \"%s\"", err->msg, s);
+  lukv_test_expect_errv(err, rc, status, ap);
   va_end(ap);
+  ck_assert_int_eq(err->status, status);
 }
 
 /* ---- raw HDF5 edits used to break good files ---------------------------- */
@@ -334,9 +282,9 @@ START_TEST(corpus_roundtrip) {
   lukv_corpus c, r;
   lukv_error err = {0};
   make_corpus(&c);
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   ck_assert_int_eq(lukv_corpus_write(path, &c, &err), LUKV_OK);
-  ck_assert(!file_exists(tpath("corpus.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("corpus.h5.tmp")));
   int rc = lukv_corpus_read(path, &r, &err);
   ck_assert_msg(rc == LUKV_OK, "%s", err.msg);
   ck_assert_int_eq(r.n_tokens, c.n_tokens);
@@ -356,7 +304,7 @@ END_TEST
 START_TEST(corpus_missing_file) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("nope.h5");
+  const char *path = lukv_test_path("nope.h5");
   char want[1100];
   snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
   int rc = lukv_corpus_read(path, &c, &err);
@@ -369,8 +317,8 @@ END_TEST
 START_TEST(corpus_not_hdf5) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("text.h5");
-  write_text(path, "this is not HDF5\n");
+  const char *path = lukv_test_path("text.h5");
+  lukv_test_write_text(path, "this is not HDF5\n");
   char want[1100];
   snprintf(want, sizeof want, "%s: not an HDF5 file", path);
   int rc = lukv_corpus_read(path, &c, &err);
@@ -378,23 +326,24 @@ START_TEST(corpus_not_hdf5) {
   ck_assert_str_eq(err.msg, want);
   /* An empty file is not HDF5 either. */
   lukv_error_clear(&err);
-  write_text(path, "");
+  lukv_test_write_text(path, "");
   expect_err(&err, lukv_corpus_read(path, &c, &err), LUKV_ERR_FORMAT, "not an HDF5 file", NULL);
   /* A directory is not a file. */
   lukv_error_clear(&err);
-  expect_err(&err, lukv_corpus_read(tmpdir, &c, &err), LUKV_ERR_IO, tmpdir, "cannot open", NULL);
+  expect_err(&err, lukv_corpus_read(lukv_test_tmpdir(), &c, &err), LUKV_ERR_IO, lukv_test_tmpdir(),
+             "cannot open", NULL);
 }
 END_TEST
 
 START_TEST(corpus_wrong_format) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   good_profile(path);
   int rc = lukv_corpus_read(path, &c, &err);
   expect_err(&err, rc, LUKV_ERR_FORMAT, path, "\"lukv-profile\"", "\"lukv-corpus\"", NULL);
   /* An HDF5 file that is not a lukv file at all. */
-  const char *other = tpath("other.h5");
+  const char *other = lukv_test_path("other.h5");
   hid_t f = H5Fcreate(other, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   H5Fclose(f);
   lukv_error_clear(&err);
@@ -406,7 +355,7 @@ END_TEST
 START_TEST(corpus_newer_version) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   good_corpus(path);
   h5_set_attr_i64(path, "format_version", 2);
   char want[1100];
@@ -423,7 +372,7 @@ END_TEST
 START_TEST(corpus_missing_objects) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   good_corpus(path);
   h5_del_link(path, "/offsets");
   int rc = lukv_corpus_read(path, &c, &err);
@@ -443,7 +392,7 @@ END_TEST
 START_TEST(corpus_bad_offsets) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   hsize_t d4[1] = {4}, d1[1] = {1}, d0[1] = {0};
   int64_t first[4] = {1, 4, 4, 10}, decr[4] = {0, 6, 4, 10}, last[4] = {0, 4, 4, 9}, zero[1] = {0};
   struct {
@@ -472,7 +421,7 @@ END_TEST
 START_TEST(corpus_bad_tokens) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   hsize_t d[1] = {10};
   int32_t tok[10] = {0, 1, 2, 3, 4, 5, 6, 256, 8, 9};
   good_corpus(path);
@@ -510,13 +459,13 @@ END_TEST
 START_TEST(corpus_write_validates) {
   lukv_corpus c;
   lukv_error err = {0};
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   make_corpus(&c);
   c.tokens[5] = 300;
   int rc = lukv_corpus_write(path, &c, &err);
   expect_err(&err, rc, LUKV_ERR_RANGE, path, "/tokens", "index 5", NULL);
   ck_assert(!file_exists(path));
-  ck_assert(!file_exists(tpath("corpus.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("corpus.h5.tmp")));
   lukv_corpus_free(&c);
 }
 END_TEST
@@ -557,9 +506,9 @@ START_TEST(profile_roundtrip) {
   lukv_profile p, r;
   lukv_error err = {0};
   make_profile(&p);
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   ck_assert_int_eq(lukv_profile_write(path, &p, &err), LUKV_OK);
-  ck_assert(!file_exists(tpath("profile.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("profile.h5.tmp")));
   int rc = lukv_profile_read(path, &r, &err);
   ck_assert_msg(rc == LUKV_OK, "%s", err.msg);
   compare_profiles(&p, &r);
@@ -571,7 +520,7 @@ START_TEST(profile_roundtrip) {
   ck_assert_ptr_null(lukv_profile_curves(&r, "expected"));
   ck_assert_ptr_null(lukv_profile_curves(NULL, "snapkv"));
   /* Writing what was read gives the same file content again. */
-  const char *again = tpath("again.h5");
+  const char *again = lukv_test_path("again.h5");
   ck_assert_int_eq(lukv_profile_write(again, &r, &err), LUKV_OK);
   lukv_profile r2;
   ck_assert_int_eq(lukv_profile_read(again, &r2, &err), LUKV_OK);
@@ -586,7 +535,7 @@ END_TEST
 /* What we write is what h5py reads naturally: scalar attributes, strings as
  * variable-length UTF-8, integers as int64. */
 START_TEST(profile_written_types) {
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   good_profile(path);
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   const char *strs[] = {"format", "created_by", "model_name", "mode", "utility"};
@@ -666,7 +615,7 @@ END_TEST
 START_TEST(profile_missing_objects) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   const char *datasets[] = {"/curves/oracle", "/utility_total", "/sample_context_len"};
   for (size_t i = 0; i < 3; i++) {
     good_profile(path);
@@ -710,7 +659,7 @@ END_TEST
 START_TEST(profile_shape_mismatch) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   good_profile(path);
   h5_set_attr_i64(path, "grid", 16);
   int rc = lukv_profile_read(path, &p, &err);
@@ -742,7 +691,7 @@ END_TEST
 START_TEST(profile_bad_curve_values) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   /* Flat index of [s,l,h,g] = [1,0,2,5]. */
   hsize_t k = (((hsize_t)1 * TL + 0) * TH + 2) * (TG + 1) + 5;
   double bad[] = {NAN, INFINITY, -INFINITY, -0.5};
@@ -780,7 +729,7 @@ END_TEST
 START_TEST(profile_zero_samples) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   good_profile(path);
   hsize_t d0[1] = {0}, du[3] = {0, TL, TH}, dc[4] = {0, TL, TH, TG + 1};
   h5_put_dataset(path, "/sample_context_len", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, d0, NULL);
@@ -794,7 +743,7 @@ START_TEST(profile_zero_samples) {
   make_profile(&p);
   p.n_samples = 0;
   lukv_error_clear(&err);
-  const char *out = tpath("zero.h5");
+  const char *out = lukv_test_path("zero.h5");
   expect_err(&err, lukv_profile_write(out, &p, &err), LUKV_ERR_SHAPE, "zero samples", NULL);
   ck_assert(!file_exists(out));
   p.n_samples = TS;
@@ -805,7 +754,7 @@ END_TEST
 START_TEST(profile_bad_attributes) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   struct {
     const char *name;
     long long v;
@@ -861,7 +810,7 @@ END_TEST
 START_TEST(profile_attribute_variants) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   good_profile(path);
   h5_set_attr_fixed(path, "model_name", "fixed-name", H5T_STR_NULLPAD);
   h5_set_attr_fixed(path, "mode", "teacher", H5T_STR_NULLTERM);
@@ -909,7 +858,7 @@ END_TEST
 START_TEST(profile_curves_group_member) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   good_profile(path);
   hid_t f = h5_rw(path);
   hid_t g = H5Gcreate2(f, "/curves/extra", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -936,11 +885,11 @@ END_TEST
 START_TEST(profile_wrong_format_and_version) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("budgets.h5");
+  const char *path = lukv_test_path("budgets.h5");
   good_budgets(path);
   int rc = lukv_profile_read(path, &p, &err);
   expect_err(&err, rc, LUKV_ERR_FORMAT, path, "\"lukv-budgets\"", "\"lukv-profile\"", NULL);
-  const char *pp = tpath("profile.h5");
+  const char *pp = lukv_test_path("profile.h5");
   good_profile(pp);
   h5_set_attr_i64(pp, "format_version", 7);
   lukv_error_clear(&err);
@@ -955,7 +904,7 @@ END_TEST
 START_TEST(profile_write_validates) {
   lukv_profile p;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   struct {
     int which;
     int status;
@@ -979,7 +928,7 @@ START_TEST(profile_write_validates) {
     int rc = lukv_profile_write(path, &p, &err);
     expect_err(&err, rc, cases[i].status, path, cases[i].what, NULL);
     ck_assert(!file_exists(path));
-    ck_assert(!file_exists(tpath("profile.h5.tmp")));
+    ck_assert(!file_exists(lukv_test_path("profile.h5.tmp")));
     lukv_profile_free(&p);
   }
 }
@@ -995,7 +944,7 @@ START_TEST(write_unwritable) {
   make_profile(&p);
   make_budgets(&b);
   make_corpus(&c);
-  const char *path = tpath("no-such-dir/out.h5");
+  const char *path = lukv_test_path("no-such-dir/out.h5");
   int rc = lukv_profile_write(path, &p, &err);
   expect_err(&err, rc, LUKV_ERR_IO, path, "No such file or directory", NULL);
   ck_assert_msg(strncmp(err.msg, path, strlen(path)) == 0, "%s", err.msg);
@@ -1004,24 +953,24 @@ START_TEST(write_unwritable) {
   lukv_error_clear(&err);
   expect_err(&err, lukv_corpus_write(path, &c, &err), LUKV_ERR_IO, path, NULL);
   ck_assert(!file_exists(path));
-  ck_assert(!file_exists(tpath("no-such-dir/out.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("no-such-dir/out.h5.tmp")));
   /* The target is a directory: everything is written, the rename fails, and
    * the .tmp must not be left behind. */
-  const char *dir = tpath("is-a-dir");
+  const char *dir = lukv_test_path("is-a-dir");
   ck_assert_int_eq(mkdir(dir, 0700), 0);
   lukv_error_clear(&err);
   expect_err(&err, lukv_profile_write(dir, &p, &err), LUKV_ERR_IO, dir, "rename", NULL);
-  ck_assert(!file_exists(tpath("is-a-dir.tmp")));
+  ck_assert(!file_exists(lukv_test_path("is-a-dir.tmp")));
   /* A read-only directory (meaningless for root, who may write anyway). */
   if (geteuid() != 0) {
-    const char *ro = tpath("ro");
+    const char *ro = lukv_test_path("ro");
     ck_assert_int_eq(mkdir(ro, 0500), 0);
-    const char *out = tpath("ro/out.h5");
+    const char *out = lukv_test_path("ro/out.h5");
     lukv_error_clear(&err);
     expect_err(&err, lukv_profile_write(out, &p, &err), LUKV_ERR_IO, out, "Permission denied",
                NULL);
     ck_assert(!file_exists(out));
-    ck_assert(!file_exists(tpath("ro/out.h5.tmp")));
+    ck_assert(!file_exists(lukv_test_path("ro/out.h5.tmp")));
   }
   lukv_profile_free(&p);
   lukv_budgets_free(&b);
@@ -1032,11 +981,11 @@ END_TEST
 START_TEST(write_replaces_atomically) {
   lukv_profile p, r;
   lukv_error err = {0};
-  const char *path = tpath("profile.h5");
+  const char *path = lukv_test_path("profile.h5");
   /* A stale .tmp from a crashed run is simply overwritten. */
-  write_text(tpath("profile.h5.tmp"), "stale");
+  lukv_test_write_text(lukv_test_path("profile.h5.tmp"), "stale");
   good_profile(path);
-  ck_assert(!file_exists(tpath("profile.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("profile.h5.tmp")));
   /* A failed write leaves the previous file intact. */
   make_profile(&p);
   p.oracle[3] = -1.0f;
@@ -1062,9 +1011,9 @@ START_TEST(budgets_roundtrip) {
   lukv_budgets b, r;
   lukv_error err = {0};
   make_budgets(&b);
-  const char *path = tpath("budgets.h5");
+  const char *path = lukv_test_path("budgets.h5");
   ck_assert_int_eq(lukv_budgets_write(path, &b, &err), LUKV_OK);
-  ck_assert(!file_exists(tpath("budgets.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("budgets.h5.tmp")));
   int rc = lukv_budgets_read(path, &r, &err);
   ck_assert_msg(rc == LUKV_OK, "%s", err.msg);
   ck_assert_str_eq(r.model.model_name, b.model.model_name);
@@ -1133,7 +1082,7 @@ END_TEST
 START_TEST(budgets_missing_objects) {
   lukv_budgets b;
   lukv_error err = {0};
-  const char *path = tpath("budgets.h5");
+  const char *path = lukv_test_path("budgets.h5");
   const char *datasets[] = {"/compression", "/keep_fraction", "/report/greedy", "/report/lp_bound",
                             "/report/exact", "/report/uniform", "/report/pyramid"};
   for (size_t i = 0; i < sizeof datasets / sizeof datasets[0]; i++) {
@@ -1167,7 +1116,7 @@ END_TEST
 START_TEST(budgets_bad_values) {
   lukv_budgets b;
   lukv_error err = {0};
-  const char *path = tpath("budgets.h5");
+  const char *path = lukv_test_path("budgets.h5");
   struct {
     const char *ds;
     hsize_t k;
@@ -1218,7 +1167,7 @@ END_TEST
 START_TEST(budgets_shapes) {
   lukv_budgets b;
   lukv_error err = {0};
-  const char *path = tpath("budgets.h5");
+  const char *path = lukv_test_path("budgets.h5");
   good_budgets(path);
   h5_set_attr_i64(path, "n_kv_heads", 2);
   h5_set_attr_i64(path, "n_q_heads", 2);
@@ -1258,11 +1207,11 @@ END_TEST
 START_TEST(budgets_wrong_format_and_version) {
   lukv_budgets b;
   lukv_error err = {0};
-  const char *path = tpath("corpus.h5");
+  const char *path = lukv_test_path("corpus.h5");
   good_corpus(path);
   int rc = lukv_budgets_read(path, &b, &err);
   expect_err(&err, rc, LUKV_ERR_FORMAT, path, "\"lukv-corpus\"", "\"lukv-budgets\"", NULL);
-  const char *bp = tpath("budgets.h5");
+  const char *bp = lukv_test_path("budgets.h5");
   good_budgets(bp);
   h5_set_attr_i64(bp, "format_version", 2);
   lukv_error_clear(&err);
@@ -1271,7 +1220,7 @@ START_TEST(budgets_wrong_format_and_version) {
   expect_err(&err, lukv_budgets_read(bp, &b, &err), LUKV_ERR_VERSION, NULL);
   ck_assert_str_eq(err.msg, want);
   lukv_error_clear(&err);
-  write_text(bp, "{\"json\": true}\n");
+  lukv_test_write_text(bp, "{\"json\": true}\n");
   expect_err(&err, lukv_budgets_read(bp, &b, &err), LUKV_ERR_FORMAT, "not an HDF5 file", NULL);
   lukv_error_clear(&err);
   unlink(bp);
@@ -1282,7 +1231,7 @@ END_TEST
 START_TEST(budgets_write_validates) {
   lukv_budgets b;
   lukv_error err = {0};
-  const char *path = tpath("budgets.h5");
+  const char *path = lukv_test_path("budgets.h5");
   for (int which = 0; which < 5; which++) {
     make_budgets(&b);
     const char *what = NULL;
@@ -1298,7 +1247,7 @@ START_TEST(budgets_write_validates) {
     ck_assert_int_lt(rc, 0);
     expect_err(&err, rc, rc, path, what, NULL);
     ck_assert(!file_exists(path));
-    ck_assert(!file_exists(tpath("budgets.h5.tmp")));
+    ck_assert(!file_exists(lukv_test_path("budgets.h5.tmp")));
     if (which == 3) b.n_ratios = TR;
     lukv_budgets_free(&b);
   }
@@ -1309,11 +1258,11 @@ END_TEST
 /* h5util                                                                    */
 
 START_TEST(h5util_helpers) {
-  const char *path = tpath("util.h5");
+  const char *path = lukv_test_path("util.h5");
   lukv_h5_writer w;
   lukv_error err = {0};
   ck_assert_int_eq(lukv_h5_create(&w, path, "lukv-test", 1, &err), LUKV_OK);
-  ck_assert(file_exists(tpath("util.h5.tmp")));
+  ck_assert(file_exists(lukv_test_path("util.h5.tmp")));
   ck_assert(!file_exists(path));
   float f32 = 2.5f;
   hid_t s = H5Screate(H5S_SCALAR);
@@ -1322,7 +1271,7 @@ START_TEST(h5util_helpers) {
   H5Aclose(a), H5Sclose(s);
   ck_assert_int_eq(lukv_h5_write_attr_int(w.file, path, "count", -7, &err), LUKV_OK);
   ck_assert_int_eq(lukv_h5_commit(&w, &err), LUKV_OK);
-  ck_assert(!file_exists(tpath("util.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("util.h5.tmp")));
 
   hid_t f;
   ck_assert_int_eq(lukv_h5_open_read(path, &f, &err), LUKV_OK);
@@ -1370,7 +1319,7 @@ START_TEST(h5util_helpers) {
   ck_assert_int_eq(lukv_h5_create(&w, path, "lukv-test", 1, &err), LUKV_OK);
   lukv_h5_abort(&w);
   lukv_h5_abort(&w);
-  ck_assert(!file_exists(tpath("util.h5.tmp")));
+  ck_assert(!file_exists(lukv_test_path("util.h5.tmp")));
   ck_assert(file_exists(path)); /* the committed one is untouched */
   char dims[64];
   hsize_t dd[3] = {2, LUKV_H5_ANY, 5};
@@ -1387,17 +1336,14 @@ START_TEST(error_first_wins) {
   ck_assert_str_eq(err.msg, "first");
   /* Readers accept a NULL err. */
   lukv_profile p;
-  ck_assert_int_eq(lukv_profile_read(tpath("nope.h5"), &p, NULL), LUKV_ERR_IO);
+  ck_assert_int_eq(lukv_profile_read(lukv_test_path("nope.h5"), &p, NULL), LUKV_ERR_IO);
   ck_assert_int_eq(lukv_profile_read(NULL, &p, NULL), LUKV_ERR_INVALID);
 }
 END_TEST
 
 static Suite *formats_suite(void) {
   Suite *s = suite_create("formats");
-  struct {
-    const char *name;
-    const TTest *fn;
-  } groups[] = {
+  const lukv_test_case groups[] = {
       {"corpus_roundtrip", corpus_roundtrip},
       {"corpus_missing_file", corpus_missing_file},
       {"corpus_not_hdf5", corpus_not_hdf5},
@@ -1431,20 +1377,11 @@ static Suite *formats_suite(void) {
       {"h5util_helpers", h5util_helpers},
       {"error_first_wins", error_first_wins},
   };
-  for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
-    TCase *tc = tcase_create(groups[i].name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, groups[i].fn);
-    suite_add_tcase(s, tc);
-  }
+  lukv_test_add_cases(s, groups, sizeof groups / sizeof groups[0], 60, setup,
+                      lukv_test_tmpdir_teardown);
   return s;
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(formats_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return lukv_test_run(formats_suite(), CK_NORMAL);
 }

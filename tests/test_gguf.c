@@ -9,97 +9,20 @@
  * mkdtemp directory.
  */
 #include <check.h>
-#include <dirent.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "gguf.h"
 #include "model.h"
+#include "testutil.h"
 
 /* ---- temp dir ----------------------------------------------------------------- */
 
-static char tmpdir[512];
-
-static void rm_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      char sub[1024];
-      snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(sub);
-      else unlink(sub);
-    }
-    closedir(d);
-  }
-  rmdir(path);
-}
-
-static void setup(void) {
-  const char *base = getenv("TMPDIR");
-  snprintf(tmpdir, sizeof tmpdir, "%s/lukv-gguf-XXXXXX", base && *base ? base : "/tmp");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void) { rm_tree(tmpdir); }
-
-static const char *tpath(const char *name) {
-  static char bufs[4][1024];
-  static int at;
-  char *b = bufs[at++ % 4];
-  snprintf(b, 1024, "%s/%s", tmpdir, name);
-  return b;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  if (n) ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-  fclose(f);
-}
-
-static uint8_t *read_file(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc((size_t)len + 1);
-  ck_assert_uint_eq(fread(b, 1, (size_t)len, f), (size_t)len);
-  fclose(f);
-  *n = (size_t)len;
-  return b;
-}
-
-static const char *golden_path(const char *rel) {
-  static char buf[4][1024];
-  static int at;
-  const char *src = getenv("LUKV_SOURCE");
-  char *b = buf[at++ % 4];
-  snprintf(b, 1024, "%s/tests/golden/%s", src && *src ? src : ".", rel);
-  return b;
-}
-
-/* Asserts the status and that the message is one line holding every given
- * substring (NULL-terminated). */
-static void expect_err(const lukv_error *err, int rc, int status, ...) {
-  ck_assert_msg(rc == status, "status %d (%s), expected %d (%s); message: %s", rc, lukv_strerror(rc), status,
-                lukv_strerror(status), err->msg);
-  ck_assert_msg(err->msg[0] && !strchr(err->msg, '\n'), "message not one line: \"%s\"", err->msg);
-  va_list ap;
-  va_start(ap, status);
-  for (const char *s; (s = va_arg(ap, const char *));)
-    ck_assert_msg(strstr(err->msg, s), "message \"%s\" lacks \"%s\"", err->msg, s);
-  va_end(ap);
-}
+static void setup(void) { lukv_test_tmpdir_setup("lukv-gguf"); }
 
 /* ---- a tiny GGUF writer --------------------------------------------------------- */
 
@@ -390,8 +313,8 @@ static void tiny_free(tiny *t) {
 
 static const char *write_spec(const gspec *s, const char *name) {
   gbuf b = serialize(s);
-  const char *p = tpath(name);
-  write_bytes(p, b.p, b.n);
+  const char *p = lukv_test_path(name);
+  lukv_test_write_bytes(p, b.p, b.n);
   free(b.p);
   return p;
 }
@@ -404,58 +327,14 @@ static int open_model(const char *path, lukv_model **m, lukv_error *err) {
 
 /* ---- golden: transformers on the same GGUF -------------------------------------- */
 
-enum { MAXP = 4, MAXT = 64 };
-typedef struct golden {
-  int n_prompts, T, V, n_gen;
-  double scale;
-  int32_t prompt[MAXP][MAXT], greedy[MAXP][MAXT];
-  float *logits;
-} golden;
-
-static int read_ids(const char *s, int32_t *out, int cap) {
-  int n = 0, off;
-  long v;
-  while (n < cap && sscanf(s, "%ld%n", &v, &off) == 1) out[n++] = (int32_t)v, s += off;
-  return n;
-}
-
-static void load_golden(const char *name, golden *g) {
-  memset(g, 0, sizeof *g);
-  char path[1100], line[8192], lname[256] = "";
-  snprintf(path, sizeof path, "%s/golden.txt", golden_path(name));
-  FILE *f = fopen(path, "r");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  while (fgets(line, sizeof line, f)) {
-    int i, off;
-    if (sscanf(line, "logits %255s %d %d %d", lname, &g->n_prompts, &g->T, &g->V) == 4) continue;
-    if (sscanf(line, "max_abs_logit %lf", &g->scale) == 1) continue;
-    if (sscanf(line, "prompt %d %n", &i, &off) == 1) {
-      ck_assert(i >= 0 && i < MAXP);
-      ck_assert_int_eq(read_ids(line + off, g->prompt[i], MAXT), g->T);
-    } else if (sscanf(line, "greedy %d %n", &i, &off) == 1) {
-      ck_assert(i >= 0 && i < MAXP);
-      g->n_gen = read_ids(line + off, g->greedy[i], MAXT);
-    }
-  }
-  fclose(f);
-  ck_assert(g->n_prompts > 0 && g->T > 0 && g->V > 0 && g->n_gen > 0 && g->scale > 0);
-  snprintf(path, sizeof path, "%s/%s", golden_path(name), lname);
-  size_t n = (size_t)g->n_prompts * g->T * g->V;
-  g->logits = malloc(n * sizeof(float));
-  f = fopen(path, "rb");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  ck_assert_uint_eq(fread(g->logits, sizeof(float), n, f), n);
-  fclose(f);
-}
-
 static const char *variants[] = {"gguf_f16", "gguf_q8_0", "gguf_q4_0", "gguf_q4_1"};
 
 START_TEST(golden_logits_and_greedy) {
   const char *name = variants[_i];
-  golden g;
-  load_golden(name, &g);
+  lukv_test_golden g;
+  lukv_test_golden_load(name, &g);
   char path[1100];
-  snprintf(path, sizeof path, "%s/model.gguf", golden_path(name));
+  snprintf(path, sizeof path, "%s/model.gguf", lukv_test_golden_path(name));
   lukv_model *m;
   lukv_error err;
   int rc = open_model(path, &m, &err);
@@ -471,7 +350,7 @@ START_TEST(golden_logits_and_greedy) {
       double d = fabs((double)lg[i] - ref[i]);
       if (!(d <= worst)) worst = d;
     }
-    int32_t out[MAXT];
+    int32_t out[LUKV_TEST_MAXT];
     rc = lukv_model_generate(m, g.prompt[p], g.T, g.n_gen, out, NULL, &err);
     ck_assert_msg(rc == LUKV_OK, "%s", err.msg);
     for (int i = 0; i < g.n_gen; i++)
@@ -492,7 +371,7 @@ START_TEST(golden_config) {
   lukv_error err = {0};
   lukv_gguf_file *f = NULL;
   char path[1100];
-  snprintf(path, sizeof path, "%s/model.gguf", golden_path("gguf_q4_1"));
+  snprintf(path, sizeof path, "%s/model.gguf", lukv_test_golden_path("gguf_q4_1"));
   int rc = lukv_gguf_open(path, &f, &err);
   ck_assert_msg(rc == LUKV_OK, "%s", err.msg);
   lukv_model_config c;
@@ -522,7 +401,7 @@ START_TEST(golden_config) {
   ck_assert_int_eq(lukv_gguf_alignment(f), 32);
   ck_assert_uint_eq(lukv_gguf_data_offset(f) % 32, 0);
   lukv_gguf_close(f);
-  snprintf(path, sizeof path, "%s/model.gguf", golden_path("gguf_q4_0"));
+  snprintf(path, sizeof path, "%s/model.gguf", lukv_test_golden_path("gguf_q4_0"));
   ck_assert_int_eq(lukv_gguf_open(path, &f, &err), LUKV_OK);
   ck_assert_int_eq(lukv_gguf_alignment(f), 64);
   ck_assert_uint_eq(lukv_gguf_data_offset(f) % 64, 0);
@@ -535,7 +414,7 @@ END_TEST
 START_TEST(dequant_matches_gguf_package) {
   lukv_error err = {0};
   lukv_gguf_file *f = NULL;
-  const char *path = golden_path("gguf_dequant/blocks.gguf");
+  const char *path = lukv_test_golden_path("gguf_dequant/blocks.gguf");
   int rc = lukv_gguf_open(path, &f, &err);
   ck_assert_msg(rc == LUKV_OK, "%s", err.msg);
   const char *types[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"};
@@ -713,11 +592,11 @@ static void same_as_safetensors(tiny shape) {
   rng_state = 12345;
   tiny_model(s, &t);
   const char *gp = write_spec(s, "m.gguf");
-  write_hf_dir(tpath("hf"), &t, s);
+  write_hf_dir(lukv_test_path("hf"), &t, s);
   lukv_model *a, *b;
   lukv_error err;
   ck_assert_msg(open_model(gp, &a, &err) == LUKV_OK, "%s", err.msg);
-  ck_assert_msg(open_model(tpath("hf"), &b, &err) == LUKV_OK, "%s", err.msg);
+  ck_assert_msg(open_model(lukv_test_path("hf"), &b, &err) == LUKV_OK, "%s", err.msg);
   const lukv_model_config *ca = lukv_model_get_config(a), *cb = lukv_model_get_config(b);
   ck_assert_int_eq(ca->head_dim, cb->head_dim);
   ck_assert_int_eq(ca->tie_word_embeddings, cb->tie_word_embeddings);
@@ -942,8 +821,8 @@ START_TEST(bad_file) {
   lukv_error err;
   int rc = open_model(p, &m, &err);
   ck_assert_ptr_null(m);
-  if (bc->needle2) expect_err(&err, rc, bc->status, p, bc->needle1, bc->needle2, NULL);
-  else expect_err(&err, rc, bc->status, p, bc->needle1, NULL);
+  if (bc->needle2) lukv_test_expect_err(&err, rc, bc->status, p, bc->needle1, bc->needle2, NULL);
+  else lukv_test_expect_err(&err, rc, bc->status, p, bc->needle1, NULL);
   tiny_free(&t);
   free(s);
 }
@@ -952,17 +831,17 @@ END_TEST
 START_TEST(bad_paths) {
   lukv_model *m;
   lukv_error err;
-  const char *p = tpath("none.gguf");
-  expect_err(&err, open_model(p, &m, &err), LUKV_ERR_IO, p, "cannot open", NULL);
-  p = tpath("dir.gguf");
+  const char *p = lukv_test_path("none.gguf");
+  lukv_test_expect_err(&err, open_model(p, &m, &err), LUKV_ERR_IO, p, "cannot open", NULL);
+  p = lukv_test_path("dir.gguf");
   mkdir(p, 0755);
-  expect_err(&err, open_model(p, &m, &err), LUKV_ERR_IO, p, "not a regular file", NULL);
-  p = tpath("empty.gguf");
-  write_bytes(p, "", 0);
-  expect_err(&err, open_model(p, &m, &err), LUKV_ERR_FORMAT, p, "empty", NULL);
-  p = tpath("short.gguf");
-  write_bytes(p, "GGUF\3\0", 6);
-  expect_err(&err, open_model(p, &m, &err), LUKV_ERR_FORMAT, p, "header", "truncated", NULL);
+  lukv_test_expect_err(&err, open_model(p, &m, &err), LUKV_ERR_IO, p, "not a regular file", NULL);
+  p = lukv_test_path("empty.gguf");
+  lukv_test_write_bytes(p, "", 0);
+  lukv_test_expect_err(&err, open_model(p, &m, &err), LUKV_ERR_FORMAT, p, "empty", NULL);
+  p = lukv_test_path("short.gguf");
+  lukv_test_write_bytes(p, "GGUF\3\0", 6);
+  lukv_test_expect_err(&err, open_model(p, &m, &err), LUKV_ERR_FORMAT, p, "header", "truncated", NULL);
 }
 END_TEST
 
@@ -972,8 +851,8 @@ END_TEST
 START_TEST(truncated_everywhere) {
   size_t n;
   char path[1100];
-  snprintf(path, sizeof path, "%s/model.gguf", golden_path("gguf_q4_1"));
-  uint8_t *full = read_file(path, &n);
+  snprintf(path, sizeof path, "%s/model.gguf", lukv_test_golden_path("gguf_q4_1"));
+  uint8_t *full = lukv_test_read_file(path, &n);
   lukv_gguf_file *f;
   lukv_error err = {0};
   ck_assert_int_eq(lukv_gguf_parse("x.gguf", full, n, &f, &err), LUKV_OK);
@@ -1005,8 +884,8 @@ END_TEST
 START_TEST(fuzz_header) {
   size_t n;
   char path[1100];
-  snprintf(path, sizeof path, "%s/model.gguf", golden_path("gguf_q4_1"));
-  uint8_t *full = read_file(path, &n);
+  snprintf(path, sizeof path, "%s/model.gguf", lukv_test_golden_path("gguf_q4_1"));
+  uint8_t *full = lukv_test_read_file(path, &n);
   lukv_gguf_file *f;
   lukv_error err = {0};
   ck_assert_int_eq(lukv_gguf_parse("x.gguf", full, n, &f, &err), LUKV_OK);
@@ -1099,7 +978,7 @@ static Suite *suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("files");
   tcase_set_timeout(tc, 120);
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, setup, lukv_test_tmpdir_teardown);
   tcase_add_test(tc, unpermute_plain);
   tcase_add_test(tc, unpermute_gqa_bias_tied_2layers);
   tcase_add_test(tc, unpermute_head_dim_not_d_over_h);
@@ -1114,9 +993,5 @@ static Suite *suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return lukv_test_run(suite(), CK_NORMAL);
 }

@@ -6,15 +6,12 @@
  * are written into a per-test mkdtemp directory.
  */
 #include <check.h>
-#include <dirent.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "lukv_config.h"
 
@@ -22,124 +19,17 @@
 #include "cpu_ops.h"
 #include "model.h"
 #include "safetensors.h"
+#include "testutil.h"
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-static char tmpdir[512];
-
-static void rm_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      char sub[1024];
-      snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(sub);
-      else unlink(sub);
-    }
-    closedir(d);
-  }
-  rmdir(path);
-}
-
-static void setup(void) {
-  const char *base = getenv("TMPDIR");
-  snprintf(tmpdir, sizeof tmpdir, "%s/lukv-model-XXXXXX", base && *base ? base : "/tmp");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void) { rm_tree(tmpdir); }
-
-static const char *tpath(const char *name) {
-  static char bufs[4][1024];
-  static int at;
-  char *b = bufs[at++ % 4];
-  snprintf(b, 1024, "%s/%s", tmpdir, name);
-  return b;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-  fclose(f);
-}
-
-static void write_text(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
-
-/* Asserts the status and that the message is one line holding every given
- * substring (NULL-terminated). */
-static void expect_err(const lukv_error *err, int rc, int status, ...) {
-  ck_assert_msg(rc == status, "status %d (%s), expected %d (%s); message: %s", rc, lukv_strerror(rc), status,
-                lukv_strerror(status), err->msg);
-  ck_assert_msg(err->msg[0] && !strchr(err->msg, '\n'), "message not one line: \"%s\"", err->msg);
-  va_list ap;
-  va_start(ap, status);
-  for (const char *s; (s = va_arg(ap, const char *));)
-    ck_assert_msg(strstr(err->msg, s), "message \"%s\" lacks \"%s\"", err->msg, s);
-  va_end(ap);
-}
-
-static const char *golden_dir(const char *name) {
-  static char buf[1024];
-  const char *src = getenv("LUKV_SOURCE");
-  snprintf(buf, sizeof buf, "%s/tests/golden/%s", src && *src ? src : ".", name);
-  return buf;
-}
+static void setup(void) { lukv_test_tmpdir_setup("lukv-model"); }
 
 /* ---- golden fixtures ---------------------------------------------------------- */
 
 static const char *const golden_models[] = {"llama_plain", "llama3_rope", "llama_linear_sharded",
                                             "mistral_gqa", "qwen2_bias",  "qwen2_tied"};
-enum { N_GOLDEN = sizeof golden_models / sizeof golden_models[0], MAXP = 4, MAXT = 64 };
-
-typedef struct golden {
-  int n_prompts, T, V, n_gen;
-  int32_t prompt[MAXP][MAXT];
-  int32_t greedy[MAXP][MAXT];
-  float *logits; /* [P, T, V] */
-  double scale;  /* max |logit| */
-} golden;
-
-static int read_ids(char *line, int32_t *out, int max) {
-  int n = 0;
-  for (char *tok = strtok(line, " \n"); tok; tok = strtok(NULL, " \n")) {
-    ck_assert_int_lt(n, max);
-    out[n++] = (int32_t)atoi(tok);
-  }
-  return n;
-}
-
-static void golden_load(const char *name, golden *g) {
-  memset(g, 0, sizeof *g);
-  char path[1200], line[4096], lname[256] = "";
-  snprintf(path, sizeof path, "%s/golden.txt", golden_dir(name));
-  FILE *f = fopen(path, "r");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  while (fgets(line, sizeof line, f)) {
-    int i, off;
-    if (sscanf(line, "logits %255s %d %d %d", lname, &g->n_prompts, &g->T, &g->V) == 4) continue;
-    if (sscanf(line, "max_abs_logit %lf", &g->scale) == 1) continue;
-    if (sscanf(line, "prompt %d %n", &i, &off) == 1) {
-      ck_assert(i >= 0 && i < MAXP);
-      ck_assert_int_eq(read_ids(line + off, g->prompt[i], MAXT), g->T);
-    } else if (sscanf(line, "greedy %d %n", &i, &off) == 1) {
-      ck_assert(i >= 0 && i < MAXP);
-      g->n_gen = read_ids(line + off, g->greedy[i], MAXT);
-    }
-  }
-  fclose(f);
-  ck_assert(g->n_prompts > 0 && g->T > 0 && g->V > 0 && g->n_gen > 0 && g->scale > 0);
-  snprintf(path, sizeof path, "%s/%s", golden_dir(name), lname);
-  size_t n = (size_t)g->n_prompts * g->T * g->V;
-  g->logits = malloc(n * sizeof(float));
-  f = fopen(path, "rb");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  ck_assert_uint_eq(fread(g->logits, sizeof(float), n, f), n);
-  fclose(f);
-}
+enum { N_GOLDEN = sizeof golden_models / sizeof golden_models[0] };
 
 static lukv_model *open_ok(const char *dir) {
   lukv_error err = {0};
@@ -149,22 +39,13 @@ static lukv_model *open_ok(const char *dir) {
   return m;
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-  double mx = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= mx)) mx = d; /* NaN propagates */
-  }
-  return mx;
-}
-
 /* CPU logits vs transformers f32 logits: max |err| <= 1e-4 * max |logit|,
  * both as one forward pass and as two passes through a KV cache. */
 START_TEST(golden_logits) {
   const char *name = golden_models[_i];
-  golden g;
-  golden_load(name, &g);
-  lukv_model *m = open_ok(golden_dir(name));
+  lukv_test_golden g;
+  lukv_test_golden_load(name, &g);
+  lukv_model *m = open_ok(lukv_test_golden_path(name));
   const lukv_model_config *cfg = lukv_model_get_config(m);
   ck_assert_int_eq(cfg->vocab_size, g.V);
   float *lg = malloc(sizeof(float) * (size_t)g.T * g.V);
@@ -173,7 +54,7 @@ START_TEST(golden_logits) {
   for (int p = 0; p < g.n_prompts; p++) {
     const float *ref = g.logits + (size_t)p * g.T * g.V;
     ck_assert_msg(lukv_model_forward(m, NULL, g.prompt[p], g.T, NULL, lg, &err) == LUKV_OK, "%s", err.msg);
-    double e = max_abs_diff(lg, ref, (size_t)g.T * g.V);
+    double e = lukv_test_max_abs_diff(lg, ref, (size_t)g.T * g.V);
     if (e > worst) worst = e;
     /* split prefill: 25 tokens, then the rest continuing from the cache */
     lukv_kv_cache *c = NULL;
@@ -183,12 +64,12 @@ START_TEST(golden_logits) {
     ck_assert_int_eq(lukv_model_forward(m, c, g.prompt[p] + a, g.T - a, NULL, lg + (size_t)a * g.V, &err),
                      LUKV_OK);
     ck_assert_int_eq(lukv_kv_cache_len(c), g.T);
-    e = max_abs_diff(lg, ref, (size_t)g.T * g.V);
+    e = lukv_test_max_abs_diff(lg, ref, (size_t)g.T * g.V);
     if (e > worst_cache) worst_cache = e;
     /* last_logits_only gives the last row */
     lukv_forward_opts last = {.last_logits_only = 1};
     ck_assert_int_eq(lukv_model_forward(m, NULL, g.prompt[p], g.T, &last, lg, &err), LUKV_OK);
-    e = max_abs_diff(lg, ref + (size_t)(g.T - 1) * g.V, (size_t)g.V);
+    e = lukv_test_max_abs_diff(lg, ref + (size_t)(g.T - 1) * g.V, (size_t)g.V);
     ck_assert_msg(e <= 1e-4 * g.scale, "%s: last row err %g", name, e);
     lukv_kv_cache_destroy(c);
   }
@@ -204,11 +85,11 @@ END_TEST
 
 START_TEST(golden_greedy) {
   const char *name = golden_models[_i];
-  golden g;
-  golden_load(name, &g);
-  lukv_model *m = open_ok(golden_dir(name));
+  lukv_test_golden g;
+  lukv_test_golden_load(name, &g);
+  lukv_model *m = open_ok(lukv_test_golden_path(name));
   lukv_error err = {0};
-  int32_t out[MAXT];
+  int32_t out[LUKV_TEST_MAXT];
   for (int p = 0; p < g.n_prompts; p++) {
     lukv_gen_stats st;
     ck_assert_msg(lukv_model_generate(m, g.prompt[p], g.T, g.n_gen, out, &st, &err) == LUKV_OK, "%s", err.msg);
@@ -256,9 +137,9 @@ static void tap_free(tap_rec *r) { free(r->q), free(r->k), free(r->v), free(r->l
 
 START_TEST(tap_shapes) {
   /* mistral_gqa: 8 query heads over 2 KV heads, d 16 (Hq*d != D), window 24 < T */
-  const char *dir = golden_dir("mistral_gqa");
-  golden g;
-  golden_load("mistral_gqa", &g);
+  const char *dir = lukv_test_golden_path("mistral_gqa");
+  lukv_test_golden g;
+  lukv_test_golden_load("mistral_gqa", &g);
   lukv_model *m = open_ok(dir);
   const lukv_model_config *cfg = lukv_model_get_config(m);
   lukv_error err = {0};
@@ -284,7 +165,7 @@ START_TEST(tap_shapes) {
   lukv_attn_shape sh = {.T = T, .S = T, .n_heads = 8, .n_kv_heads = 2, .head_dim = 16, .window = 24};
   float *out = malloc(sizeof(float) * (size_t)T * 8 * 16), *lse = malloc(sizeof(float) * 8 * (size_t)T);
   ck_assert_int_eq(lukv_cpu_attention_naive(r.q, r.k, r.v, &sh, out, lse), 0);
-  double e = max_abs_diff(lse, r.lse, (size_t)8 * T), lmax = 0;
+  double e = lukv_test_max_abs_diff(lse, r.lse, (size_t)8 * T), lmax = 0;
   for (int i = 0; i < 8 * T; i++) lmax = fmax(lmax, fabs(lse[i]));
   ck_assert_msg(e <= 1e-5 * fmax(1, lmax), "tap lse vs naive: %g", e);
   /* o_proj is layer 0's o_proj.weight [D, Hq*d] */
@@ -295,7 +176,7 @@ START_TEST(tap_shapes) {
   ck_assert(wo->ndim == 2 && wo->shape[0] == 64 && wo->shape[1] == 128);
   float *ow = malloc(sizeof(float) * 64 * 128);
   ck_assert_int_eq(lukv_st_to_f32(wo, ow), LUKV_OK);
-  ck_assert(max_abs_diff(ow, r.o, 64 * 128) == 0);
+  ck_assert(lukv_test_max_abs_diff(ow, r.o, 64 * 128) == 0);
   lukv_st_set_close(set);
 
   /* decode through a cache: the tap sees the one new row at its position */
@@ -309,15 +190,15 @@ START_TEST(tap_shapes) {
   ck_assert_int_eq(r.info[0].pos0, T);
   /* full: cache now at capacity */
   lukv_error e2 = {0};
-  expect_err(&e2, lukv_model_decode(m, c, 1, NULL, &e2), LUKV_ERR_RANGE, dir, "kv_cache", "capacity", NULL);
+  lukv_test_expect_err(&e2, lukv_model_decode(m, c, 1, NULL, &e2), LUKV_ERR_RANGE, dir, "kv_cache", "capacity", NULL);
 
   /* a tap that fails stops the pass with its status */
   r.calls = 0;
   r.fail_layer = 1;
   r.fail_status = LUKV_ERR_INFEASIBLE;
   lukv_error e3 = {0};
-  expect_err(&e3, lukv_model_forward(m, NULL, g.prompt[0], T, &o, NULL, &e3), LUKV_ERR_INFEASIBLE, "tap",
-             "layer 1", NULL);
+  lukv_test_expect_err(&e3, lukv_model_forward(m, NULL, g.prompt[0], T, &o, NULL, &e3), LUKV_ERR_INFEASIBLE, "tap",
+                       "layer 1", NULL);
   ck_assert_int_eq(r.calls, 2);
 
   lukv_kv_cache_destroy(c);
@@ -359,7 +240,7 @@ START_TEST(attention_chunked_vs_naive) {
     for (size_t i = 0; i < nk; i++) k[i] = frand(), v[i] = frand();
     ck_assert_int_eq(lukv_cpu_attention(q, k, v, &s, o1, l1), 0);
     ck_assert_int_eq(lukv_cpu_attention_naive(q, k, v, &s, o2, l2), 0);
-    double eo = max_abs_diff(o1, o2, nq), el = max_abs_diff(l1, l2, (size_t)s.T * s.n_heads);
+    double eo = lukv_test_max_abs_diff(o1, o2, nq), el = lukv_test_max_abs_diff(l1, l2, (size_t)s.T * s.n_heads);
     ck_assert_msg(eo <= 2e-5 && el <= 2e-5, "case %zu (T %d S %d Hq %d Hkv %d d %d w %d): out err %g, lse err %g",
                   c, s.T, s.S, s.n_heads, s.n_kv_heads, s.head_dim, s.window, eo, el);
     free(q), free(k), free(v), free(o1), free(o2), free(l1), free(l2);
@@ -424,7 +305,7 @@ static const char *write_tiny(const char *dir, const char *file, const char *con
   char cpath[1100];
   mkdir(dir, 0700);
   snprintf(cpath, sizeof cpath, "%s/config.json", dir);
-  write_text(cpath, config);
+  lukv_test_write_text(cpath, config);
   char hdr[8192] = "{\"__metadata__\":{\"format\":\"pt\"}";
   size_t off = 0, total = 0;
   for (int i = 0; i < N_TINY; i++) total += (size_t)tiny_tensors[i].rows * (tiny_tensors[i].cols ? tiny_tensors[i].cols : 1);
@@ -461,7 +342,7 @@ static const char *write_tiny(const char *dir, const char *file, const char *con
   memset(buf + 8 + hl, ' ', padded - hl);
   memcpy(buf + 8 + padded, data, used * 4);
   snprintf(path, sizeof path, "%s/%s", dir, file);
-  write_bytes(path, buf, size - (size_t)(t ? t->truncate : 0));
+  lukv_test_write_bytes(path, buf, size - (size_t)(t ? t->truncate : 0));
   free(buf);
   free(data);
   return path;
@@ -478,7 +359,7 @@ static int try_open(const char *dir, lukv_error *err) {
 }
 
 START_TEST(tiny_valid_runs) {
-  const char *dir = tpath("ok");
+  const char *dir = lukv_test_path("ok");
   write_tiny(dir, "model.safetensors", tiny_config, NULL);
   lukv_error err = {0};
   lukv_model *m = NULL;
@@ -489,21 +370,21 @@ START_TEST(tiny_valid_runs) {
   for (int i = 0; i < 5 * 16; i++) ck_assert(isfinite(lg[i]));
   /* token >= vocab, negative token, empty input */
   int32_t bad[3] = {1, 16, 2};
-  expect_err(&err, lukv_model_forward(m, NULL, bad, 3, NULL, lg, &err), LUKV_ERR_RANGE, dir, "tokens[1]", "16",
-             "vocab_size", NULL);
+  lukv_test_expect_err(&err, lukv_model_forward(m, NULL, bad, 3, NULL, lg, &err), LUKV_ERR_RANGE, dir, "tokens[1]",
+                       "16", "vocab_size", NULL);
   lukv_error_clear(&err);
   bad[1] = -1;
-  expect_err(&err, lukv_model_forward(m, NULL, bad, 3, NULL, lg, &err), LUKV_ERR_RANGE, "tokens[1]", NULL);
+  lukv_test_expect_err(&err, lukv_model_forward(m, NULL, bad, 3, NULL, lg, &err), LUKV_ERR_RANGE, "tokens[1]", NULL);
   lukv_error_clear(&err);
-  expect_err(&err, lukv_model_forward(m, NULL, bad, 0, NULL, lg, &err), LUKV_ERR_INVALID, "tokens", NULL);
+  lukv_test_expect_err(&err, lukv_model_forward(m, NULL, bad, 0, NULL, lg, &err), LUKV_ERR_INVALID, "tokens", NULL);
   lukv_error_clear(&err);
   lukv_kv_cache *c = NULL;
-  expect_err(&err, lukv_kv_cache_create(m, 0, &c, &err), LUKV_ERR_INVALID, "kv_cache", NULL);
+  lukv_test_expect_err(&err, lukv_kv_cache_create(m, 0, &c, &err), LUKV_ERR_INVALID, "kv_cache", NULL);
   ck_assert_ptr_null(c);
   lukv_error_clear(&err);
   /* f32 data at an odd offset (legal, if unusual) is copied, same result */
   lukv_error_clear(&err);
-  const char *dir2 = tpath("odd");
+  const char *dir2 = lukv_test_path("odd");
   tamper odd = {.misalign = 1};
   write_tiny(dir2, "model.safetensors", tiny_config, &odd);
   lukv_model *m2 = NULL;
@@ -517,7 +398,7 @@ START_TEST(tiny_valid_runs) {
   /* Only a build without the CUDA backend can promise this; a CUDA build's
    * answer depends on the machine (tests/test_model_gpu.c covers it). */
   lukv_model *mc = NULL;
-  expect_err(&err, lukv_model_open(dir, LUKV_DEVICE_CUDA, &mc, &err), LUKV_ERR_UNSUPPORTED, "CUDA", NULL);
+  lukv_test_expect_err(&err, lukv_model_open(dir, LUKV_DEVICE_CUDA, &mc, &err), LUKV_ERR_UNSUPPORTED, "CUDA", NULL);
   ck_assert_ptr_null(mc);
 #endif
   lukv_model_destroy(m);
@@ -583,23 +464,23 @@ START_TEST(safetensors_corrupt) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char name[32];
     snprintf(name, sizeof name, "case%zu", i);
-    const char *dir = tpath(name);
+    const char *dir = lukv_test_path(name);
     const char *file = write_tiny(dir, "model.safetensors", tiny_config, &cases[i].t);
     lukv_error err = {0};
     int rc = try_open(dir, &err);
     ck_assert_msg(rc == cases[i].status, "case %zu: status %d, expected %d: %s", i, rc, cases[i].status, err.msg);
-    expect_err(&err, rc, cases[i].status, file, cases[i].object, NULL);
+    lukv_test_expect_err(&err, rc, cases[i].status, file, cases[i].object, NULL);
   }
   /* files too short to hold a header */
-  const char *dir = tpath("short");
+  const char *dir = lukv_test_path("short");
   write_tiny(dir, "model.safetensors", tiny_config, NULL);
   char path[1100];
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  write_bytes(path, "\x10\0\0", 3);
+  lukv_test_write_bytes(path, "\x10\0\0", 3);
   lukv_error err = {0};
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, path, "header", NULL);
-  write_bytes(path, "", 0);
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, path, "header", NULL);
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, path, "header", NULL);
+  lukv_test_write_bytes(path, "", 0);
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, path, "header", NULL);
 }
 END_TEST
 
@@ -632,21 +513,22 @@ START_TEST(config_errors) {
     snprintf(cfg, sizeof cfg, "%.*s%s%s", (int)(at - tiny_config), tiny_config, cases[i].to,
              at + strlen(cases[i].from));
     snprintf(name, sizeof name, "cfg%zu", i);
-    const char *dir = tpath(name);
+    const char *dir = lukv_test_path(name);
     write_tiny(dir, "model.safetensors", cfg, NULL);
     lukv_error err = {0};
     int rc = try_open(dir, &err);
     ck_assert_msg(rc == cases[i].status, "case %zu: status %d: %s", i, rc, err.msg);
-    expect_err(&err, rc, cases[i].status, "config.json", cases[i].object, NULL);
+    lukv_test_expect_err(&err, rc, cases[i].status, "config.json", cases[i].object, NULL);
   }
   lukv_error err = {0};
-  expect_err(&err, try_open(tpath("nowhere"), &err), LUKV_ERR_IO, "nowhere/config.json", NULL);
+  lukv_test_expect_err(&err, try_open(lukv_test_path("nowhere"), &err), LUKV_ERR_IO, "nowhere/config.json", NULL);
   /* config fine, no weights at all */
-  mkdir(tpath("noweights"), 0700);
+  mkdir(lukv_test_path("noweights"), 0700);
   char p[1100];
-  snprintf(p, sizeof p, "%s/config.json", tpath("noweights"));
-  write_text(p, tiny_config);
-  expect_err(&err, try_open(tpath("noweights"), &err), LUKV_ERR_IO, "noweights", "model.safetensors", NULL);
+  snprintf(p, sizeof p, "%s/config.json", lukv_test_path("noweights"));
+  lukv_test_write_text(p, tiny_config);
+  lukv_test_expect_err(&err, try_open(lukv_test_path("noweights"), &err), LUKV_ERR_IO, "noweights", "model.safetensors",
+                       NULL);
 }
 END_TEST
 
@@ -688,7 +570,7 @@ END_TEST
 
 START_TEST(sharded_index_errors) {
   /* a valid shard named by an index */
-  const char *dir = tpath("sh");
+  const char *dir = lukv_test_path("sh");
   write_tiny(dir, "part-1.safetensors", tiny_config, NULL);
   char idx[4096] = "{\"metadata\":{},\"weight_map\":{";
   for (int i = 0; i < N_TINY; i++) {
@@ -699,39 +581,39 @@ START_TEST(sharded_index_errors) {
   strcat(idx, "}}");
   char ipath[1100];
   snprintf(ipath, sizeof ipath, "%s/model.safetensors.index.json", dir);
-  write_text(ipath, idx);
+  lukv_test_write_text(ipath, idx);
   lukv_error err = {0};
   ck_assert_msg(try_open(dir, &err) == LUKV_OK, "%s", err.msg);
   /* the index names a shard outside the directory */
   char bad[4200];
   const char *at = strstr(idx, "part-1");
   snprintf(bad, sizeof bad, "%.*s../../etc/passwd%s", (int)(at - idx), idx, at + strlen("part-1.safetensors"));
-  write_text(ipath, bad);
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, "lm_head.weight", "plain file name", NULL);
+  lukv_test_write_text(ipath, bad);
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, "lm_head.weight", "plain file name", NULL);
   /* the index promises a tensor the shard lacks */
   snprintf(bad, sizeof bad, "%.*s\"ghost\":\"part-1.safetensors\",%s", (int)(strstr(idx, "{\"lm") + 1 - idx), idx,
            strstr(idx, "{\"lm") + 1);
-  write_text(ipath, bad);
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, "part-1.safetensors", "ghost", NULL);
+  lukv_test_write_text(ipath, bad);
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, "part-1.safetensors", "ghost", NULL);
   /* a shard that does not exist */
   snprintf(bad, sizeof bad, "%.*spart-9%s", (int)(at - idx), idx, at + strlen("part-1"));
-  write_text(ipath, bad);
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_IO, "part-9.safetensors", NULL);
+  lukv_test_write_text(ipath, bad);
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_IO, "part-9.safetensors", NULL);
   /* not JSON; weight_map missing */
-  write_text(ipath, "{\"weight_map\": ");
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, NULL);
-  write_text(ipath, "{\"metadata\": {}}");
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, "weight_map", NULL);
+  lukv_test_write_text(ipath, "{\"weight_map\": ");
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, NULL);
+  lukv_test_write_text(ipath, "{\"metadata\": {}}");
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, "weight_map", NULL);
   /* the index lists nothing: the first needed tensor is reported missing */
-  write_text(ipath, "{\"weight_map\": {}}");
-  expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, "model.embed_tokens.weight", "missing", NULL);
+  lukv_test_write_text(ipath, "{\"weight_map\": {}}");
+  lukv_test_expect_err(&err, try_open(dir, &err), LUKV_ERR_FORMAT, ipath, "model.embed_tokens.weight", "missing", NULL);
 }
 END_TEST
 
 /* Random byte edits of a valid header must give a status, never a crash (the
  * sanitizer build watches the reads). */
 START_TEST(safetensors_fuzz) {
-  const char *dir = tpath("fz");
+  const char *dir = lukv_test_path("fz");
   const char *file = write_tiny(dir, "model.safetensors", tiny_config, NULL);
   FILE *f = fopen(file, "rb");
   ck_assert_ptr_nonnull(f);
@@ -796,10 +678,10 @@ END_TEST
 
 /* --random-init: same seed same model, other seed other model, finite output. */
 START_TEST(random_init) {
-  const char *cfgp = tpath("big.json");
-  write_text(cfgp, "{\"architectures\":[\"Qwen2ForCausalLM\"],\"vocab_size\":300,\"hidden_size\":32,"
-                   "\"intermediate_size\":48,\"num_hidden_layers\":3,\"num_attention_heads\":4,"
-                   "\"num_key_value_heads\":2,\"tie_word_embeddings\":true}");
+  const char *cfgp = lukv_test_path("big.json");
+  lukv_test_write_text(cfgp, "{\"architectures\":[\"Qwen2ForCausalLM\"],\"vocab_size\":300,\"hidden_size\":32,"
+                             "\"intermediate_size\":48,\"num_hidden_layers\":3,\"num_attention_heads\":4,"
+                             "\"num_key_value_heads\":2,\"tie_word_embeddings\":true}");
   lukv_error err = {0};
   lukv_model *a = NULL, *b = NULL, *c = NULL;
   ck_assert_msg(lukv_model_random(cfgp, 7, LUKV_DEVICE_CPU, &a, &err) == LUKV_OK, "%s", err.msg);
@@ -814,11 +696,11 @@ START_TEST(random_init) {
   ck_assert_int_eq(lukv_model_forward(c, NULL, tok, 20, NULL, lc, &err), LUKV_OK);
   for (int i = 0; i < 20 * 300; i++) ck_assert(isfinite(la[i]));
   ck_assert(memcmp(la, lb, sizeof(float) * 20 * 300) == 0);
-  ck_assert(max_abs_diff(la, lc, 20 * 300) > 0);
+  ck_assert(lukv_test_max_abs_diff(la, lc, 20 * 300) > 0);
   lukv_error e2 = {0};
   lukv_model *d = NULL;
-  expect_err(&e2, lukv_model_random(tpath("none.json"), 1, LUKV_DEVICE_CPU, &d, &e2), LUKV_ERR_IO, "none.json",
-             NULL);
+  lukv_test_expect_err(&e2, lukv_model_random(lukv_test_path("none.json"), 1, LUKV_DEVICE_CPU, &d, &e2), LUKV_ERR_IO,
+                       "none.json", NULL);
   free(la), free(lb), free(lc);
   lukv_model_destroy(a), lukv_model_destroy(b), lukv_model_destroy(c);
 }
@@ -832,10 +714,7 @@ static Suite *model_suite(void) {
   tcase_add_loop_test(tc, golden_greedy, 0, N_GOLDEN);
   tcase_add_test(tc, tap_shapes);
   suite_add_tcase(s, tc);
-  struct {
-    const char *name;
-    const TTest *fn;
-  } groups[] = {
+  const lukv_test_case groups[] = {
       {"attention_chunked_vs_naive", attention_chunked_vs_naive},
       {"attention_window_one", attention_window_one},
       {"tiny_valid_runs", tiny_valid_runs},
@@ -847,20 +726,10 @@ static Suite *model_suite(void) {
       {"f16_bf16_conversion", f16_bf16_conversion},
       {"random_init", random_init},
   };
-  for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
-    TCase *t = tcase_create(groups[i].name);
-    tcase_add_checked_fixture(t, setup, teardown);
-    tcase_set_timeout(t, 120);
-    tcase_add_test(t, groups[i].fn);
-    suite_add_tcase(s, t);
-  }
+  lukv_test_add_cases(s, groups, sizeof groups / sizeof groups[0], 120, setup, lukv_test_tmpdir_teardown);
   return s;
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(model_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return lukv_test_run(model_suite(), CK_NORMAL);
 }

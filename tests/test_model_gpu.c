@@ -24,13 +24,11 @@
  * exception). Measured numbers are printed for the record.
  */
 #include <check.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +41,7 @@
 #include "cuda_kernels.h"
 #include "model.h"
 #include "safetensors.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -68,11 +67,7 @@ static float bf2f(uint16_t h) {
 }
 
 static float rnd(uint64_t *s) { /* uniform [-1, 1) */
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  z ^= z >> 31;
-  return (float)((double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+  return (float)((double)(lukv_test_splitmix64(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
 static void *dalloc(size_t bytes) {
@@ -120,40 +115,11 @@ static void expect_close(const char *what, const float *got, const float *ref, s
 
 static const double ONE_ROUND = 8e-3; /* 2^-7: one bf16 ulp */
 
-static char tmpdir[512];
-
-static void rm_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      char sub[1024];
-      snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(sub);
-      else unlink(sub);
-    }
-    closedir(d);
-  }
-  rmdir(path);
-}
-
-static void setup(void) {
-  const char *base = getenv("TMPDIR");
-  snprintf(tmpdir, sizeof tmpdir, "%s/lukv-gpu-XXXXXX", base && *base ? base : "/tmp");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void) { rm_tree(tmpdir); }
+static void setup(void) { lukv_test_tmpdir_setup("lukv-gpu"); }
 
 static const char *write_config(const char *name, const char *json) {
-  static char path[1024];
-  snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-  FILE *f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_int_eq(fputs(json, f) >= 0, 1);
-  fclose(f);
+  const char *path = lukv_test_path(name);
+  lukv_test_write_text(path, json);
   return path;
 }
 
@@ -520,60 +486,13 @@ END_TEST
 
 static const char *const golden_models[] = {"llama_plain", "llama3_rope", "llama_linear_sharded",
                                             "mistral_gqa", "qwen2_bias",  "qwen2_tied"};
-enum { N_GOLDEN = sizeof golden_models / sizeof golden_models[0], MAXP = 4, MAXT = 64 };
+enum { N_GOLDEN = sizeof golden_models / sizeof golden_models[0] };
 
-typedef struct golden {
-  int n_prompts, T, V, n_gen;
-  int32_t prompt[MAXP][MAXT];
-  int32_t greedy[MAXP][MAXT];
-  float *logits; /* [P, T, V] */
-  double scale;  /* max |logit| */
-} golden;
-
-static const char *golden_dir(const char *name) {
-  static char buf[1024];
-  const char *src = getenv("LUKV_SOURCE");
-  snprintf(buf, sizeof buf, "%s/tests/golden/%s", src && *src ? src : ".", name);
-  return buf;
-}
-
-static int read_ids(char *line, int32_t *out, int max) {
-  int n = 0;
-  for (char *tok = strtok(line, " \n"); tok; tok = strtok(NULL, " \n")) {
-    ck_assert_int_lt(n, max);
-    out[n++] = (int32_t)atoi(tok);
-  }
-  return n;
-}
-
-static void golden_load(const char *name, golden *g) {
-  memset(g, 0, sizeof *g);
-  char path[1200], line[4096], lname[256] = "";
-  snprintf(path, sizeof path, "%s/golden.txt", golden_dir(name));
-  FILE *f = fopen(path, "r");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  while (fgets(line, sizeof line, f)) {
-    int i, off;
-    if (sscanf(line, "logits %255s %d %d %d", lname, &g->n_prompts, &g->T, &g->V) == 4) continue;
-    if (sscanf(line, "max_abs_logit %lf", &g->scale) == 1) continue;
-    if (sscanf(line, "prompt %d %n", &i, &off) == 1) {
-      ck_assert(i >= 0 && i < MAXP);
-      ck_assert_int_eq(read_ids(line + off, g->prompt[i], MAXT), g->T);
-    } else if (sscanf(line, "greedy %d %n", &i, &off) == 1) {
-      ck_assert(i >= 0 && i < MAXP);
-      g->n_gen = read_ids(line + off, g->greedy[i], MAXT);
-    }
-  }
-  fclose(f);
-  ck_assert(g->n_prompts > 0 && g->T > 0 && g->V > 0 && g->n_gen > 0 && g->scale > 0);
-  ck_assert_int_le(g->T + g->n_gen, 2 * MAXT);
-  snprintf(path, sizeof path, "%s/%s", golden_dir(name), lname);
-  size_t n = (size_t)g->n_prompts * g->T * g->V;
-  g->logits = malloc(n * sizeof(float));
-  f = fopen(path, "rb");
-  ck_assert_msg(f != NULL, "cannot open %s", path);
-  ck_assert_uint_eq(fread(g->logits, sizeof(float), n, f), n);
-  fclose(f);
+/* The shared loader, and room for the prompt and its continuation in
+ * golden_greedy's sequence buffer. */
+static void golden_load(const char *name, lukv_test_golden *g) {
+  lukv_test_golden_load(name, g);
+  ck_assert_int_le(g->T + g->n_gen, 2 * LUKV_TEST_MAXT);
 }
 
 static lukv_model *open_dev(const char *dir, lukv_device dev) {
@@ -582,15 +501,6 @@ static lukv_model *open_dev(const char *dir, lukv_device dev) {
   int rc = lukv_model_open(dir, dev, &m, &err);
   ck_assert_msg(rc == LUKV_OK, "open %s (%s): %s", dir, dev == LUKV_DEVICE_CUDA ? "cuda" : "cpu", err.msg);
   return m;
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-  double mx = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= mx)) mx = d; /* NaN propagates */
-  }
-  return mx;
 }
 
 static double max_abs(const float *a, size_t n) {
@@ -605,9 +515,9 @@ static double max_abs(const float *a, size_t n) {
  * and last_logits_only; all within 2e-2 x max|logit|. */
 START_TEST(golden_logits) {
   const char *name = golden_models[_i];
-  golden g;
+  lukv_test_golden g;
   golden_load(name, &g);
-  lukv_model *m = open_dev(golden_dir(name), LUKV_DEVICE_CUDA);
+  lukv_model *m = open_dev(lukv_test_golden_path(name), LUKV_DEVICE_CUDA);
   ck_assert_int_eq(lukv_model_device(m), LUKV_DEVICE_CUDA);
   ck_assert_int_eq(lukv_model_get_config(m)->vocab_size, g.V);
   const size_t TV = (size_t)g.T * g.V;
@@ -618,7 +528,7 @@ START_TEST(golden_logits) {
   for (int p = 0; p < g.n_prompts; p++) {
     const float *ref = g.logits + (size_t)p * TV;
     ck_assert_msg(lukv_model_forward(m, NULL, g.prompt[p], g.T, NULL, lg, &err) == LUKV_OK, "%s", err.msg);
-    double e = max_abs_diff(lg, ref, TV);
+    double e = lukv_test_max_abs_diff(lg, ref, TV);
     if (!(e <= worst)) worst = e;
     /* 25 tokens, then the rest from the cache */
     lukv_kv_cache *c = NULL;
@@ -627,18 +537,18 @@ START_TEST(golden_logits) {
     ck_assert_msg(lukv_model_forward(m, c, g.prompt[p], a, NULL, lg, &err) == LUKV_OK, "%s", err.msg);
     ck_assert_msg(lukv_model_forward(m, c, g.prompt[p] + a, g.T - a, NULL, lg + (size_t)a * g.V, &err) == LUKV_OK,
                   "%s", err.msg);
-    e = max_abs_diff(lg, ref, TV);
+    e = lukv_test_max_abs_diff(lg, ref, TV);
     if (!(e <= worst_cache)) worst_cache = e;
     /* 10 tokens, then one at a time */
     lukv_kv_cache_reset(c);
     ck_assert_int_eq(lukv_model_forward(m, c, g.prompt[p], 10, NULL, lg, &err), LUKV_OK);
     for (int t = 10; t < g.T; t++)
       ck_assert_msg(lukv_model_decode(m, c, g.prompt[p][t], lg + (size_t)t * g.V, &err) == LUKV_OK, "%s", err.msg);
-    e = max_abs_diff(lg, ref, TV);
+    e = lukv_test_max_abs_diff(lg, ref, TV);
     if (!(e <= worst_decode)) worst_decode = e;
     lukv_forward_opts last = {.last_logits_only = 1};
     ck_assert_int_eq(lukv_model_forward(m, NULL, g.prompt[p], g.T, &last, lg, &err), LUKV_OK);
-    e = max_abs_diff(lg, ref + (size_t)(g.T - 1) * g.V, (size_t)g.V);
+    e = lukv_test_max_abs_diff(lg, ref + (size_t)(g.T - 1) * g.V, (size_t)g.V);
     if (!(e <= worst_last)) worst_last = e;
     lukv_kv_cache_destroy(c);
   }
@@ -664,12 +574,13 @@ START_TEST(golden_greedy) {
   const char *name = golden_models[_i];
   const char *strict_env = getenv("LUKV_GPU_STRICT_GREEDY");
   const int strict = strict_env && strcmp(strict_env, "1") == 0;
-  golden g;
+  lukv_test_golden g;
   golden_load(name, &g);
-  lukv_model *mg = open_dev(golden_dir(name), LUKV_DEVICE_CUDA), *mc = open_dev(golden_dir(name), LUKV_DEVICE_CPU);
+  lukv_model *mg = open_dev(lukv_test_golden_path(name), LUKV_DEVICE_CUDA),
+             *mc = open_dev(lukv_test_golden_path(name), LUKV_DEVICE_CPU);
   const int L = g.T + g.n_gen - 1; /* prompt and all generated tokens but the last */
   float *lg = malloc(sizeof(float) * (size_t)L * g.V), *lc = malloc(sizeof(float) * (size_t)L * g.V);
-  int32_t seq[2 * MAXT], out[MAXT];
+  int32_t seq[2 * LUKV_TEST_MAXT], out[LUKV_TEST_MAXT];
   lukv_error err = {0};
   int ties = 0, diverged = 0;
   double min_margin = INFINITY;
@@ -678,14 +589,14 @@ START_TEST(golden_greedy) {
     memcpy(seq + g.T, g.greedy[p], sizeof(int32_t) * (g.n_gen - 1));
     ck_assert_msg(lukv_model_forward(mg, NULL, seq, L, NULL, lg, &err) == LUKV_OK, "%s", err.msg);
     ck_assert_msg(lukv_model_forward(mc, NULL, seq, L, NULL, lc, &err) == LUKV_OK, "%s", err.msg);
-    int tie_at[MAXT] = {0};
+    int tie_at[LUKV_TEST_MAXT] = {0};
     for (int k = 0; k < g.n_gen; k++) {
       const float *rg = lg + (size_t)(g.T - 1 + k) * g.V, *rc = lc + (size_t)(g.T - 1 + k) * g.V;
       int want = g.greedy[p][k], got = lukv_argmax(rg, g.V);
       ck_assert_msg(lukv_argmax(rc, g.V) == want, "%s: the CPU reference itself disagrees with golden at step %d",
                     name, k);
       if (got == want) continue;
-      double margin = (double)rc[want] - rc[got], row_err = max_abs_diff(rg, rc, (size_t)g.V);
+      double margin = (double)rc[want] - rc[got], row_err = lukv_test_max_abs_diff(rg, rc, (size_t)g.V);
       if (margin < min_margin) min_margin = margin;
       ck_assert_msg(!strict && margin <= 2 * row_err,
                     "%s: prompt %d step %d: CUDA picks %d, golden %d; CPU margin %.4g > 2 x CUDA row error %.4g%s",
@@ -757,7 +668,7 @@ static void tap_free(tap_rec *r) {
 }
 
 static void expect_rel(const char *what, const float *got, const float *ref, size_t n, double rel) {
-  double e = max_abs_diff(got, ref, n), sc = max_abs(ref, n);
+  double e = lukv_test_max_abs_diff(got, ref, n), sc = max_abs(ref, n);
   ck_assert_msg(e <= rel * sc, "%s: max err %g > %g x max|ref| %g", what, e, rel, sc);
 }
 
@@ -765,9 +676,9 @@ static void expect_rel(const char *what, const float *got, const float *ref, siz
  * bf16-rounded weight, lse consistent with the tapped q and k; an error from
  * the callback stops the pass. */
 START_TEST(tap_gpu) {
-  const char *dir = golden_dir("llama3_rope");
+  const char *dir = lukv_test_golden_path("llama3_rope");
   lukv_model *mg = open_dev(dir, LUKV_DEVICE_CUDA), *mc = open_dev(dir, LUKV_DEVICE_CPU);
-  golden g;
+  lukv_test_golden g;
   golden_load("llama3_rope", &g);
   tap_rec rg, rc;
   memset(&rg, 0, sizeof rg), memset(&rc, 0, sizeof rc);
@@ -793,7 +704,7 @@ START_TEST(tap_gpu) {
     for (int h = 0; h < Hq; h++)
       for (int i = 0; i < T; i++) {
         const float *qi = rg.q[l] + ((size_t)i * Hq + h) * d;
-        double mx = -INFINITY, sum = 0, sc[MAXT];
+        double mx = -INFINITY, sum = 0, sc[LUKV_TEST_MAXT];
         for (int j = 0; j <= i; j++) {
           const float *kj = rg.k[l] + ((size_t)j * Hkv + h / (Hq / Hkv)) * d;
           double dot = 0;
@@ -821,7 +732,7 @@ START_TEST(tap_gpu) {
   /* and the model still works afterwards */
   float *lg = malloc(sizeof(float) * g.T * g.V);
   ck_assert_int_eq(lukv_model_forward(mg, NULL, g.prompt[0], g.T, NULL, lg, &err), LUKV_OK);
-  ck_assert(max_abs_diff(lg, g.logits, (size_t)g.T * g.V) <= 2e-2 * g.scale);
+  ck_assert(lukv_test_max_abs_diff(lg, g.logits, (size_t)g.T * g.V) <= 2e-2 * g.scale);
   free(lg), free(g.logits);
   lukv_model_destroy(mg), lukv_model_destroy(mc);
 }
@@ -868,14 +779,14 @@ START_TEST(random_model) {
   ck_assert_int_eq(lukv_model_forward(mc, NULL, tok, T + ND, NULL, lc, &err), LUKV_OK);
   const double sc = max_abs(lc, (size_t)(T + ND) * V);
   ck_assert_msg(lukv_model_forward(mg, NULL, tok, T + ND, NULL, lg, &err) == LUKV_OK, "%s", err.msg);
-  double e1 = max_abs_diff(lg, lc, (size_t)(T + ND) * V);
+  double e1 = lukv_test_max_abs_diff(lg, lc, (size_t)(T + ND) * V);
   lukv_kv_cache *c = NULL;
   ck_assert_int_eq(lukv_kv_cache_create(mg, T + ND, &c, &err), LUKV_OK);
   ck_assert_int_eq(lukv_model_forward(mg, c, tok, 200, NULL, lg, &err), LUKV_OK);
   ck_assert_int_eq(lukv_model_forward(mg, c, tok + 200, T - 200, NULL, lg + (size_t)200 * V, &err), LUKV_OK);
   for (int t = T; t < T + ND; t++)
     ck_assert_int_eq(lukv_model_decode(mg, c, tok[t], lg + (size_t)t * V, &err), LUKV_OK);
-  double e2 = max_abs_diff(lg, lc, (size_t)(T + ND) * V);
+  double e2 = lukv_test_max_abs_diff(lg, lc, (size_t)(T + ND) * V);
   printf("gpu random model %d: max|logit| %.3g; max|err| one pass %.3g (rel %.3g), cache + decode %.3g (rel %.3g)\n",
          _i, sc, e1, e1 / sc, e2, e2 / sc);
   ck_assert(sc > 0);
@@ -929,7 +840,7 @@ static Suite *gpu_suite(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     TCase *t = tcase_create(cases[i].name);
     tcase_set_timeout(t, 300);
-    if (cases[i].fixture) tcase_add_checked_fixture(t, setup, teardown);
+    if (cases[i].fixture) tcase_add_checked_fixture(t, setup, lukv_test_tmpdir_teardown);
     if (cases[i].n) tcase_add_loop_test(t, cases[i].fn, 0, cases[i].n);
     else tcase_add_test(t, cases[i].fn);
     suite_add_tcase(s, t);
@@ -967,9 +878,5 @@ static int probe_device(void) {
 
 int main(void) {
   if (probe_device() != 0) return 77;
-  SRunner *sr = srunner_create(gpu_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return lukv_test_run(gpu_suite(), CK_NORMAL);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "stats.h"
+#include "testutil.h"
 
 /* ---- random inputs -------------------------------------------------------- */
 
@@ -22,12 +23,7 @@ typedef struct {
   uint64_t s;
 } rng_t;
 
-static uint64_t rng_next(rng_t *r) { /* splitmix64: deterministic across platforms */
-  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+static uint64_t rng_next(rng_t *r) { return lukv_test_splitmix64(&r->s); }
 static double rng_unif(rng_t *r) { return ((double)(rng_next(r) >> 11) + 0.5) * 0x1.0p-53; }
 static double rng_normal(rng_t *r) {
   return sqrt(-2.0 * log(rng_unif(r))) * cos(6.283185307179586 * rng_unif(r));
@@ -752,9 +748,5 @@ static Suite *stats_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(stats_suite());
-  srunner_run_all(sr, CK_ENV);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return lukv_test_run(stats_suite(), CK_ENV);
 }

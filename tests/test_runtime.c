@@ -14,39 +14,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "formats.h"
 #include "lukv.h"
 #include "rt_alloc.h"
+#include "testutil.h"
 
 /* ---- fixtures ------------------------------------------------------------ */
 
-static char tmpdir[512];
+static void setup(void) { lukv_test_tmpdir_setup("lukv-runtime"); }
 
-static void setup(void) {
-  const char *base = getenv("TMPDIR");
-  snprintf(tmpdir, sizeof tmpdir, "%s/lukv-runtime-XXXXXX", base && *base ? base : "/tmp");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void) {
-  char p[1024];
-  for (int i = 0; i < 8; i++) {
-    snprintf(p, sizeof p, "%s/t%d.h5", tmpdir, i);
-    unlink(p);
-  }
-  snprintf(p, sizeof p, "%s/junk.h5", tmpdir);
-  unlink(p);
-  rmdir(tmpdir);
-}
-
+/* tmpdir/t<i>.h5 */
 static const char *tpath(int i) {
-  static char bufs[4][1024];
-  static int at;
-  char *b = bufs[at++ % 4];
-  snprintf(b, 1024, "%s/t%d.h5", tmpdir, i);
-  return b;
+  char name[32];
+  snprintf(name, sizeof name, "t%d.h5", i);
+  return lukv_test_path(name);
 }
 
 static uint64_t rng_state;
@@ -476,11 +458,8 @@ START_TEST(table_open_errors) {
   ck_assert_int_eq(lukv_table_open(tpath(1), &t), LUKV_ERR_IO);
   ck_assert_ptr_null(t);
   ck_assert_ptr_nonnull(strstr(lukv_table_errmsg(NULL), tpath(1)));
-  char junk[1024];
-  snprintf(junk, sizeof junk, "%s/junk.h5", tmpdir);
-  FILE *f = fopen(junk, "w");
-  fputs("not hdf5\n", f);
-  fclose(f);
+  const char *junk = lukv_test_path("junk.h5");
+  lukv_test_write_text(junk, "not hdf5\n");
   ck_assert_int_eq(lukv_table_open(junk, &t), LUKV_ERR_FORMAT);
   ck_assert_ptr_null(t);
   ck_assert_ptr_nonnull(strstr(lukv_table_errmsg(NULL), "junk.h5"));
@@ -1326,10 +1305,7 @@ END_TEST
 
 static Suite *runtime_suite(void) {
   Suite *s = suite_create("runtime");
-  struct {
-    const char *name;
-    const TTest *fn;
-  } groups[] = {
+  const lukv_test_case groups[] = {
       {"status_and_bf16", status_and_bf16},
       {"table_keep_rule", table_keep_rule},
       {"table_open_errors", table_open_errors},
@@ -1347,20 +1323,10 @@ static Suite *runtime_suite(void) {
       {"adakv_matches_brute_force", adakv_matches_brute_force},
       {"allocators_through_compress", allocators_through_compress},
   };
-  for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
-    TCase *tc = tcase_create(groups[i].name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, groups[i].fn);
-    suite_add_tcase(s, tc);
-  }
+  lukv_test_add_cases(s, groups, sizeof groups / sizeof groups[0], 60, setup, lukv_test_tmpdir_teardown);
   return s;
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(runtime_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return lukv_test_run(runtime_suite(), CK_NORMAL);
 }

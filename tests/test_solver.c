@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "solver.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -16,12 +17,7 @@ typedef struct {
   uint64_t s;
 } rng_t;
 
-static uint64_t rng_next(rng_t *r) { /* splitmix64: deterministic across platforms */
-  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+static uint64_t rng_next(rng_t *r) { return lukv_test_splitmix64(&r->s); }
 static double rng_unif(rng_t *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
 static int rng_int(rng_t *r, int lo, int hi) {
   return lo + (int)(rng_next(r) % (uint64_t)(hi - lo + 1));
@@ -844,9 +840,5 @@ static Suite *solver_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(solver_suite());
-  srunner_run_all(sr, CK_ENV);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return lukv_test_run(solver_suite(), CK_ENV);
 }

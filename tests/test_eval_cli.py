@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""lukv-eval as a user meets it: a tiny end-to-end run on the golden
+llama3_rope (vocab 256, so the byte-level tasks work) with a budgets table
+lukv-solve makes from tests/fixtures/ref-profile.h5 (a profile of that very
+model, so the identity matches) -> results.h5, results.csv and a markdown
+table; every bad input -> one error line, exit 1 (2 for usage), no output.
+
+Run by meson as: /usr/bin/python3 test_eval_cli.py lukv-eval lukv-solve
+(env LUKV_FIXTURES, LUKV_SOURCE). Exits 77 when h5py/numpy are absent.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import h5py
+    import numpy as np
+except ImportError:
+    print("h5py/numpy missing: skipped")
+    sys.exit(77)
+
+EVAL = os.path.abspath(sys.argv[1])
+SOLVE = os.path.abspath(sys.argv[2])
+SRC = os.path.abspath(os.environ.get("LUKV_SOURCE", os.path.join(os.path.dirname(__file__), "..")))
+FIX = os.path.abspath(os.environ.get("LUKV_FIXTURES", os.path.join(SRC, "tests", "fixtures")))
+MODEL = os.path.join(SRC, "tests", "golden", "llama3_rope")
+OTHER = os.path.join(SRC, "tests", "golden", "qwen2_bias")
+HAY = os.path.join(SRC, "data", "corpora", "heldout.h5")
+failures = []
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(what)
+        print(f"FAIL: {what}")
+
+
+def run(*args):
+    p = subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=240, cwd=SRC)
+    return p.returncode, p.stdout, p.stderr
+
+
+def expect_error(name, args, code, must_contain, out=None):
+    rc, so, se = run(*args)
+    lines = [l for l in se.splitlines() if l.strip()]
+    check(rc == code, f"{name}: exit {rc}, expected {code} (stderr: {se.strip()!r})")
+    if code == 1:
+        check(len(lines) == 1, f"{name}: {len(lines)} stderr lines, expected 1: {se!r}")
+        check(se.startswith("lukv-eval: error: "), f"{name}: stderr {se!r}")
+    check(so == "", f"{name}: partial output on stdout: {so[:200]!r}")
+    for s in must_contain:
+        check(s in se, f"{name}: stderr lacks {s!r}: {se.strip()!r}")
+    if out:
+        for p in (out, out + ".tmp", out[:-3] + ".csv"):
+            check(not os.path.exists(p), f"{name}: {p} exists after failure")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="lukv-eval-cli-")
+    try:
+        budgets = os.path.join(tmp, "budgets.h5")
+        p = subprocess.run([SOLVE, os.path.join(FIX, "ref-profile.h5"), "-o", budgets, "--ratios", "0.5,0.8",
+                            "--exact", "none", "-q"], capture_output=True, text=True)
+        check(p.returncode == 0, f"lukv-solve failed: {p.stderr}")
+        out = os.path.join(tmp, "results.h5")
+        base = ["--model", MODEL, "--budgets", budgets, "--haystack", HAY, "--context-lens", "128",
+                "--samples", "2", "--ratios", "0.5,0.8", "-q"]
+
+        # ---- a good run ----
+        rc, so, se = run(*base, "--tasks", "niah_single,vt,cwe,fwe,ppl", "-o", out)
+        check(rc == 0, f"good run: exit {rc}: {se}")
+        check(so.startswith("| task | T | allocator"), f"good run: no markdown table: {so[:200]!r}")
+        with h5py.File(out, "r") as f:
+            check(f.attrs["format"] == "lukv-eval-results", "results.h5 format attr")
+            n = len(f["task"])
+            # 5 tasks x (full + 4 allocators x 2 ratios)
+            check(n == 5 * 9, f"results.h5 has {n} rows, expected 45")
+            alloc = [a.decode() if isinstance(a, bytes) else a for a in f["allocator"][()]]
+            ratio, kv = f["ratio"][()], f["kv_bytes"][()]
+            kvf, acc = f["kv_full_bytes"][()], f["accuracy"][()]
+            check(set(alloc) == {"full", "uniform", "pyramid", "adakv", "lukv"}, f"allocators {set(alloc)}")
+            check(np.all((acc >= 0) & (acc <= 1)), "accuracy in [0, 1]")
+            check(np.all(f["samples"][()] == 2), "2 samples per row")
+            check(np.all(np.isfinite(f["nll"][()])) and np.all(f["nll"][()] > 0), "nll finite and > 0")
+            check(np.all(f["decode_ms_per_token"][()] > 0), "decode ms/token > 0")
+            for i, a in enumerate(alloc):
+                if a == "full":
+                    check(kv[i] == kvf[i] and ratio[i] == 0, f"row {i}: full holds everything")
+                else:
+                    check(kv[i] < kvf[i], f"row {i}: {a} at {ratio[i]} holds {kv[i]} of {kvf[i]}")
+            # more compression, fewer bytes
+            t = [x.decode() if isinstance(x, bytes) else x for x in f["task"][()]]
+            for a in ("uniform", "lukv"):
+                r5 = [kv[i] for i in range(n) if alloc[i] == a and t[i] == "ppl" and abs(ratio[i] - 0.5) < 1e-9]
+                r8 = [kv[i] for i in range(n) if alloc[i] == a and t[i] == "ppl" and abs(ratio[i] - 0.8) < 1e-9]
+                check(r5 and r8 and r8[0] < r5[0], f"{a}: 0.8 holds less than 0.5 ({r5}, {r8})")
+        csv = out[:-3] + ".csv"
+        check(os.path.exists(csv), "results.csv beside results.h5")
+        with open(csv) as fh:
+            rows = fh.read().strip().splitlines()
+        check(len(rows) == 1 + 45 and rows[0].startswith("task,context_len,allocator"), "csv rows")
+        # deterministic: a second run gives the same accuracy and NLL
+        out2 = os.path.join(tmp, "again.h5")
+        rc, _, se = run(*base, "--tasks", "niah_single,vt,cwe,fwe,ppl", "-o", out2)
+        with h5py.File(out, "r") as a, h5py.File(out2, "r") as b:
+            check(np.array_equal(a["nll"][()], b["nll"][()]), "same seed, same NLL")
+        # a pre-tokenized tasks file works the same way
+        tf = os.path.join(tmp, "tasks.h5")
+        with h5py.File(tf, "w") as f:
+            f.attrs["format"] = "lukv-tasks"
+            f.attrs["format_version"] = 1
+            f.attrs["created_by"] = "test_eval_cli.py"
+            f.attrs["tokenizer"] = "bytes"
+            f.attrs["vocab_size"] = 256
+            ctx = [list(b"The key is 42. " * 10), list(b"abcdefghij" * 14)]
+            q = [list(b" The key is "), []]
+            ans = [list(b"42."), list(b"abcdefghij")]
+            for name, parts in (("context", ctx), ("question", q), ("answer", ans)):
+                f[name] = np.array(sum(parts, []), dtype=np.int32)
+                f[name + "_offsets"] = np.cumsum([0] + [len(x) for x in parts]).astype(np.int64)
+            f.create_dataset("task", data=["key", "copy"], dtype=h5py.string_dtype())
+        rc, so, se = run("--model", MODEL, "--budgets", budgets, "--tasks", tf, "--ratios", "0.5", "-q")
+        check(rc == 0, f"tasks file: exit {rc}: {se}")
+        check("| key | 150 |" in so and "| copy | 140 |" in so, f"tasks file rows: {so!r}")
+
+        # ---- bad inputs ----
+        bad = os.path.join(tmp, "bad.h5")
+        other_budgets = os.path.join(tmp, "other.h5")
+        shutil.copy(budgets, other_budgets)
+        with h5py.File(other_budgets, "r+") as f:
+            f.attrs["model_hash"] = "0" * 64
+        expect_error("budgets for another model (hash)", [*base, "--budgets", other_budgets, "--tasks", "ppl",
+                     "-o", bad], 1, ["model_hash", other_budgets], bad)
+        expect_error("budgets for another model (shape)", ["--model", OTHER, "--budgets", budgets, "--tasks",
+                     "ppl", "--context-lens", "128", "--ratios", "0.5", "-o", bad], 1, ["the table is for llama3_rope", "qwen2_bias"], bad)
+        expect_error("ratio not in the table", [*base, "--ratios", "0.7", "--tasks", "ppl", "-o", bad], 1,
+                     ["ratio 0.7 is not in the table", budgets], bad)
+        expect_error("context too long", [*base, "--context-lens", "1024", "--tasks", "ppl", "-o", bad], 1,
+                     ["max_position_embeddings 256"], bad)
+        expect_error("unknown task", [*base, "--tasks", "niah_single,sudoku", "-o", bad], 1,
+                     ["sudoku: unknown task"], bad)
+        expect_error("unknown allocator", [*base, "--allocators", "full,h2o", "-o", bad], 1,
+                     ["h2o: unknown allocator"], bad)
+        expect_error("unknown scorer", [*base, "--scorers", "magic", "-o", bad], 1, ["magic: unknown scorer"], bad)
+        expect_error("lukv with another scorer", [*base, "--scorers", "keydiff", "--tasks", "ppl", "-o", bad], 1,
+                     ["solved for snapkv"], bad)
+        expect_error("missing budgets file", [*base, "--budgets", os.path.join(tmp, "nope.h5"), "-o", bad], 1,
+                     ["nope.h5"], bad)
+        expect_error("missing model", [*base, "--model", os.path.join(tmp, "nomodel"), "-o", bad], 1,
+                     ["nomodel"], bad)
+        expect_error("bad tasks file", [*base, "--tasks", budgets, "-o", bad], 1, ["format"], bad)
+        expect_error("lukv without budgets", ["--model", MODEL, "--tasks", "ppl"], 2, ["--budgets"])
+        expect_error("no model", ["--tasks", "ppl"], 2, ["--model"])
+        expect_error("bad seed", [*base, "--seed", "7"], 2, ["--seed"])
+        expect_error("bad option", [*base, "--frobnicate"], 2, ["--frobnicate"])
+        expect_error("cuda", [*base, "--device", "cuda", "-o", bad], 1, ["--device cuda"], bad)
+        rc, so, _ = run("--help")
+        check(rc == 0 and "usage: lukv-eval" in so, "--help")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{checks} checks, {len(failures)} failures")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
