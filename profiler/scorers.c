@@ -1,9 +1,9 @@
 /* Scorers: what the runtime can compute at compression time, right after
  * prefill, from the context alone (DESIGN §3 "Scorers"). Highest = keep first. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "keydiff.h"
 #include "stats_internal.h"
 
 int lukv_score_snapkv(const lukv_layer_view *x, int window, int pool_kernel, float *score,
@@ -62,37 +62,12 @@ int lukv_score_keydiff(const lukv_layer_view *x, float *score, lukv_error *err) 
 
   const int T = x->T_ctx, Hkv = x->n_kv_heads, d = x->head_dim;
   double *mean = malloc(sizeof(double) * (size_t)d); /* [d] */
-  double *inv = malloc(sizeof(double) * (size_t)T);  /* [T_ctx] 1/||k_j||, 0 for a zero key */
-  if (!mean || !inv) {
-    free(mean), free(inv);
-    return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: T_ctx %d", who, T);
-  }
-  for (int h = 0; h < Hkv; h++) {
-    memset(mean, 0, sizeof(double) * (size_t)d);
-    for (int j = 0; j < T; j++) {
-      const float *kj = x->k + ((size_t)j * Hkv + h) * d;
-      double n2 = 0.0;
-      for (int c = 0; c < d; c++) n2 += (double)kj[c] * kj[c];
-      /* Normalising first makes the anchor a mean direction: a few large
-       * keys cannot drag it. A zero key has no direction; it counts as 0. */
-      inv[j] = n2 > 0.0 ? 1.0 / sqrt(n2) : 0.0;
-      for (int c = 0; c < d; c++) mean[c] += (double)kj[c] * inv[j];
-    }
-    double mn2 = 0.0;
-    for (int c = 0; c < d; c++) {
-      mean[c] /= T;
-      mn2 += mean[c] * mean[c];
-    }
-    double inv_m = mn2 > 0.0 ? 1.0 / sqrt(mn2) : 0.0;
-    for (int j = 0; j < T; j++) {
-      const float *kj = x->k + ((size_t)j * Hkv + h) * d;
-      double dot = 0.0;
-      for (int c = 0; c < d; c++) dot += (double)kj[c] * mean[c];
-      /* Keys far from the mean direction are the unusual ones: keep first. */
-      score[(size_t)h * T + j] = (float)(-dot * inv[j] * inv_m);
-    }
-  }
-  free(mean), free(inv);
+  if (!mean) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: head_dim %d", who, d);
+  /* Head h's keys are rows of stride Hkv * d in the [T_ctx, Hkv, d] view; the
+   * same routine as the runtime's CPU backend (common/keydiff.h). */
+  for (int h = 0; h < Hkv; h++)
+    lukv_keydiff_head(x->k + (size_t)h * d, T, (size_t)Hkv * d, d, mean, score + (size_t)h * T);
+  free(mean);
   return LUKV_OK;
 }
 

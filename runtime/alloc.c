@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "pyramid.h"
 #include "status.h"
 
 static int32_t clamp_i64(int64_t v, int64_t lo, int64_t hi) {
@@ -17,43 +18,6 @@ static int64_t keep_floor(int T, int sink, int window) {
   return sw < T ? sw : T;
 }
 
-typedef struct frac_item {
-  double frac;
-  int idx;
-} frac_item;
-
-/* Largest fraction first; ties to the lower index, so the result does not
- * depend on qsort's (unstable) order. */
-static int frac_cmp(const void *a, const void *b) {
-  const frac_item *x = a, *y = b;
-  if (x->frac != y->frac) return x->frac > y->frac ? -1 : 1;
-  return (x->idx > y->idx) - (x->idx < y->idx);
-}
-
-/* keep[i] = floor(x[i]) plus one for the `extra` entries with the largest
- * fractional parts (never above hi; anything still left goes to the lowest
- * indices below hi, which only rounding noise can cause). */
-static int floor_and_distribute(const double *x, int n, int64_t extra, int64_t hi,
-                                int32_t *keep) {
-  frac_item *order = malloc(sizeof *order * (size_t)n);
-  if (!order) return LUKV_ERR_NOMEM;
-  for (int i = 0; i < n; i++) {
-    double f = floor(x[i]);
-    keep[i] = (int32_t)f;
-    order[i].frac = x[i] - f;
-    order[i].idx = i;
-  }
-  qsort(order, (size_t)n, sizeof *order, frac_cmp);
-  for (int i = 0; i < n && extra > 0; i++) {
-    if (!(order[i].frac > 0.0)) break;
-    if (keep[order[i].idx] < hi) keep[order[i].idx]++, extra--;
-  }
-  for (int i = 0; i < n && extra > 0; i++)
-    if (keep[i] < hi) keep[i]++, extra--;
-  free(order);
-  return LUKV_OK;
-}
-
 int lukv_rt_round_layer(const double *x, int H, int T, int sink, int window, int32_t *keep) {
   if (!x || !keep || H < 1 || T < 1 || sink < 0 || window < 0) return LUKV_ERR_INVALID;
   double total = 0.0;
@@ -64,7 +28,10 @@ int lukv_rt_round_layer(const double *x, int H, int T, int sink, int window, int
     floors += (int64_t)floor(x[h]);
   }
   int64_t extra = (int64_t)lukv_rt_floor_tol(total) - floors;
-  int rc = floor_and_distribute(x, H, extra, T, keep);
+  /* keep[h] = floor(x[h]) plus one for the `extra` heads with the largest
+   * fractional parts (anything still left to the lowest heads below T, which
+   * only rounding noise can cause). */
+  int rc = lukv_round_largest_remainder(x, H, extra, T, 1, keep);
   if (rc != LUKV_OK) return rc;
   const int64_t lo = keep_floor(T, sink, window);
   for (int h = 0; h < H; h++) keep[h] = clamp_i64(keep[h], lo, T);
@@ -98,64 +65,16 @@ int lukv_rt_keep_uniform(int H, int T, double ratio, int sink, int window, int32
   return LUKV_OK;
 }
 
-/* sum_l H * clamp(t_l + delta, lo, hi): continuous and non-decreasing in delta. */
-static double pyramid_total(const double *t, int L, int H, double lo, double hi, double delta) {
-  double s = 0.0;
-  for (int l = 0; l < L; l++) {
-    double v = t[l] + delta;
-    s += (v < lo ? lo : (v > hi ? hi : v)) * H;
-  }
-  return s;
-}
-
+/* The shared schedule (common/pyramid.h) in tokens per head: the layers'
+ * budgets summed, clamped to [min(T, s + w), T]; a remainder the largest
+ * fractions cannot take goes to the lowest heads below T (fill_rest). */
 int lukv_rt_keep_pyramid(int L, int H, int T, double ratio, int sink, int window, double beta,
                          int32_t *keep) {
   if (!keep || L < 1 || H < 1 || T < 1 || sink < 0 || window < 0 || !(beta > 0.0) ||
       !isfinite(beta))
     return LUKV_ERR_INVALID;
-  const int n = L * H;
-  const int64_t lo = keep_floor(T, sink, window);
   const int64_t total = (int64_t)L * lukv_rt_layer_budget(H, T, ratio);
-  if (total <= (int64_t)n * lo || total >= (int64_t)n * T) {
-    int32_t v = total <= (int64_t)n * lo ? (int32_t)lo : T;
-    for (int i = 0; i < n; i++) keep[i] = v;
-    return LUKV_OK;
-  }
-  double *t = malloc(sizeof *t * (size_t)L);
-  double *x = malloc(sizeof *x * (size_t)n);
-  if (!t || !x) {
-    free(t), free(x);
-    return LUKV_ERR_NOMEM;
-  }
-  const double avg = (double)total / n;
-  for (int l = 0; l < L; l++)
-    t[l] = L == 1 ? avg : avg * (2.0 - 1.0 / beta) - avg * (2.0 - 2.0 / beta) * l / (L - 1);
-  /* The line's mean is avg, but clamping to [lo, T] moves the sum; shift the
-   * whole line by the largest delta whose clamped sum still fits (bisection
-   * on a continuous monotone function; delta = 0 when nothing clamps). */
-  double tmin = t[0], tmax = t[0];
-  for (int l = 1; l < L; l++) {
-    if (t[l] < tmin) tmin = t[l];
-    if (t[l] > tmax) tmax = t[l];
-  }
-  double dlo = (double)lo - tmax, dhi = (double)T - tmin;
-  if (pyramid_total(t, L, H, (double)lo, T, 0.0) <= (double)total) dlo = 0.0;
-  for (int it = 0; it < 200 && dhi - dlo > 1e-12 * (1.0 + fabs(dlo)); it++) {
-    double mid = 0.5 * (dlo + dhi);
-    if (pyramid_total(t, L, H, (double)lo, T, mid) <= (double)total)
-      dlo = mid;
-    else
-      dhi = mid;
-  }
-  int64_t floors = 0;
-  for (int i = 0; i < n; i++) {
-    double v = t[i / H] + dlo;
-    x[i] = v < lo ? (double)lo : (v > T ? (double)T : v);
-    floors += (int64_t)floor(x[i]);
-  }
-  int rc = floor_and_distribute(x, n, total - floors, T, keep);
-  free(t), free(x);
-  return rc;
+  return lukv_pyramid_schedule(L, H, keep_floor(T, sink, window), T, total, beta, 1, keep);
 }
 
 typedef struct cand {

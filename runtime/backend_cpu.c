@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keydiff.h"
 #include "rt_alloc.h"
 #include "rt_backend.h"
 #include "rt_bf16.h"
@@ -78,31 +79,6 @@ static void snapkv_head(const float *kf, const uint16_t *qwin, int T, int d, int
   for (int j = 0; j < T; j++) out[j] = (float)(acc[j] / group);
 }
 
-/* keydiff for one (sequence, KV head): kf [T, d] f32 -> out [T]. Scratch mean [d]. */
-static void keydiff_head(const float *kf, int T, int d, double *mean, float *out) {
-  for (int c = 0; c < d; c++) mean[c] = 0.0;
-  for (int j = 0; j < T; j++) {
-    const float *k = kf + (size_t)j * d;
-    double n2 = 0.0;
-    for (int c = 0; c < d; c++) n2 += (double)k[c] * k[c];
-    double inv = n2 > 0.0 ? 1.0 / sqrt(n2) : 0.0; /* a zero key has no direction */
-    for (int c = 0; c < d; c++) mean[c] += k[c] * inv;
-  }
-  double mn2 = 0.0;
-  for (int c = 0; c < d; c++) {
-    mean[c] /= T;
-    mn2 += mean[c] * mean[c];
-  }
-  double inv_m = mn2 > 0.0 ? 1.0 / sqrt(mn2) : 0.0;
-  for (int j = 0; j < T; j++) {
-    const float *k = kf + (size_t)j * d;
-    double n2 = 0.0, dt = 0.0;
-    for (int c = 0; c < d; c++) n2 += (double)k[c] * k[c], dt += (double)k[c] * mean[c];
-    double inv = n2 > 0.0 ? 1.0 / sqrt(n2) : 0.0;
-    out[j] = (float)(-dt * inv * inv_m); /* far from the mean direction: unusual, keep first */
-  }
-}
-
 /* Longest prompt of the batch: scratch is sized by it, not by the stride. */
 static int max_len(const int32_t *context_len, int B) {
   int m = 1;
@@ -133,7 +109,7 @@ static int cpu_score(const lukv_rt_score_job *job, float *scores, lukv_error *er
       for (int t = 0; t < T; t++)
         load_row(K + (((size_t)b * Hkv + h) * tm + t) * d, d, kf + (size_t)t * d);
       if (job->scorer == LUKV_RT_KEYDIFF) {
-        keydiff_head(kf, T, d, acc, out);
+        lukv_keydiff_head(kf, T, (size_t)d, d, acc, out); /* common/keydiff.h */
       } else if (w == 0) {
         for (int t = 0; t < T; t++) out[t] = 0.0f; /* no window, no evidence */
       } else {
