@@ -1,7 +1,7 @@
 /* lukv-profile: per-head loss curves of a model on a calibration corpus
  * (DESIGN §3 "Method", §7 "Scale").
  *
- *   lukv-profile [--model DIR] [--corpus C.h5] -o PROFILE [options]   profile
+ *   lukv-profile [--model DIR|F.gguf] [--corpus C.h5] -o PROFILE [options]   profile
  *   lukv-profile merge A.h5 B.h5 ... -o OUT.h5                         join shards
  *   lukv-profile show PROFILE                                          per-head table
  *
@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "formats.h"
+#include "gguf.h"
 #include "h5util.h"
 #include "lukv_config.h"
 #include "model.h"
@@ -31,7 +32,7 @@
 #define DEFAULT_CORPUS "data/corpora/calib.h5"
 
 static const char USAGE[] =
-    "usage: " PROG " [--model DIR] [--corpus CORPUS.h5] -o PROFILE.h5 [options]\n"
+    "usage: " PROG " [--model DIR|FILE.gguf] [--corpus CORPUS.h5] -o PROFILE.h5 [options]\n"
     "       " PROG " merge A.h5 B.h5 ... -o OUT.h5\n"
     "       " PROG " show PROFILE.h5\n"
     "\n"
@@ -40,7 +41,8 @@ static const char USAGE[] =
     "(docs/formats.md §3, docs/profiling.md) for lukv-solve.\n"
     "\n"
     "profile options:\n"
-    "  --model DIR              Hugging Face model directory (default " DEFAULT_MODEL ")\n"
+    "  --model DIR|FILE.gguf    Hugging Face model directory (default " DEFAULT_MODEL ")\n"
+    "                           or a llama.cpp GGUF file (a path ending in .gguf)\n"
     "  --corpus FILE            corpus.h5 of token ids (default " DEFAULT_CORPUS ")\n"
     "  -o, --output FILE        profile.h5 to write (required)\n"
     "  --context-len T          context tokens per sample (default 2048)\n"
@@ -67,6 +69,11 @@ static const char USAGE[] =
     "  the model and every protocol attribute. Inputs written by --shard carry\n"
     "  first_sample and are ordered by it (any argument order gives the same\n"
     "  file); otherwise argument order is kept.\n"
+    "\n"
+    "model identity: model_hash is the sha256 of the directory's *.safetensors\n"
+    "  files concatenated in sorted name order, or of the .gguf file's bytes;\n"
+    "  model_name is config.json's _name_or_path, or the GGUF's general.name,\n"
+    "  else the directory's base name (the file's, without .gguf).\n"
     "\n"
     "show: one row per (layer, KV head): utility_total (mean over samples) and,\n"
     "  per scorer, the normalised gap to the oracle\n"
@@ -112,9 +119,39 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A path ending in ".gguf": a llama.cpp GGUF file (as lukv_model_open reads it). */
+static int is_gguf(const char *path) {
+  size_t len = strlen(path);
+  return len >= 5 && !strcmp(path + len - 5, ".gguf");
+}
+
+/* Adds the bytes of file P to s, through buf [BUF]. */
+static int hash_file(lukv_sha256 *s, const char *p, unsigned char *buf, size_t cap, lukv_error *err) {
+  FILE *f = fopen(p, "rb");
+  if (!f) return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", p, strerror(errno));
+  int rc = LUKV_OK;
+  size_t got;
+  while ((got = fread(buf, 1, cap, f)) > 0) lukv_sha256_update(s, buf, got);
+  if (ferror(f)) rc = lukv_error_set(err, LUKV_ERR_IO, "%s: read error", p);
+  fclose(f);
+  return rc;
+}
+
 /* sha256 of the bytes of DIR's *.safetensors files concatenated in sorted
- * file-name order (= tools/reference_profile.py's model_hash). */
+ * file-name order (= tools/reference_profile.py's model_hash); for a .gguf
+ * path, sha256 of the file's bytes (= sha256sum FILE). */
 static int model_hash(const char *dir, char hex[65], lukv_error *err) {
+  if (is_gguf(dir)) {
+    enum { GBUF = 1 << 20 };
+    unsigned char *buf = malloc(GBUF);
+    if (!buf) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: out of memory", dir);
+    lukv_sha256 s;
+    lukv_sha256_init(&s);
+    int rc = hash_file(&s, dir, buf, GBUF, err);
+    free(buf);
+    if (rc == LUKV_OK) lukv_sha256_final_hex(&s, hex);
+    return rc;
+  }
   DIR *d = opendir(dir);
   if (!d) return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", dir, strerror(errno));
   char **names = NULL;
@@ -147,15 +184,7 @@ static int model_hash(const char *dir, char hex[65], lukv_error *err) {
     for (int i = 0; i < n && rc == LUKV_OK; i++) {
       char p[4096];
       snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-      FILE *f = fopen(p, "rb");
-      if (!f) {
-        rc = lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", p, strerror(errno));
-        break;
-      }
-      size_t got;
-      while ((got = fread(buf, 1, BUF, f)) > 0) lukv_sha256_update(&s, buf, got);
-      if (ferror(f)) rc = lukv_error_set(err, LUKV_ERR_IO, "%s: read error", p);
-      fclose(f);
+      rc = hash_file(&s, p, buf, BUF, err);
     }
     free(buf);
     if (rc == LUKV_OK) lukv_sha256_final_hex(&s, hex);
@@ -165,8 +194,31 @@ static int model_hash(const char *dir, char hex[65], lukv_error *err) {
   return rc;
 }
 
-/* config.json's `_name_or_path` when present and non-empty, else DIR's base name. */
+/* config.json's `_name_or_path` when present and non-empty, else DIR's base
+ * name. A .gguf file: its `general.name` when present and non-empty, else the
+ * file's base name without ".gguf". */
 static char *model_name(const char *dir) {
+  if (is_gguf(dir)) {
+    char gname[1024] = "";
+    lukv_gguf_file *g = NULL;
+    lukv_error e;
+    lukv_error_clear(&e);
+    if (lukv_gguf_open(dir, &g, &e) == LUKV_OK &&
+        lukv_gguf_get_string(g, "general.name", 0, "", gname, sizeof gname, &e) != LUKV_OK)
+      gname[0] = '\0';
+    lukv_gguf_close(g);
+    if (gname[0]) return strdup(gname);
+    size_t len = strlen(dir), b = len;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    size_t n = len - 5 > b ? len - 5 - b : 0; /* without ".gguf" */
+    if (n == 0) return strdup(dir + b);      /* ".gguf" alone keeps its name */
+    char *name = malloc(n + 1);
+    if (name) {
+      memcpy(name, dir + b, n);
+      name[n] = '\0';
+    }
+    return name;
+  }
   char p[4096];
   snprintf(p, sizeof p, "%s/config.json", dir);
   char *name = NULL;
