@@ -11,7 +11,6 @@
  * Exit status: 0 success, 1 bad input or failure (one line on stderr naming
  * the file, the object and the problem), 2 usage error.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
@@ -20,12 +19,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "formats.h"
 #include "h5util.h"
+#include "identity.h"
 #include "lukv_config.h"
 #include "progress.h"
 #include "run.h"
-#include "sha256.h"
 #include "tasks.h"
 
 #define PROG "lukv-eval"
@@ -63,18 +63,6 @@ static const char USAGE[] =
     "  -h, --help               this text\n"
     "  --version                print the version\n";
 
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, PROG ": ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n(see '" PROG " --help')\n");
-  return 2;
-}
-
-static int fail(const lukv_error *err) {
-  fprintf(stderr, PROG ": error: %s\n", err->msg[0] ? err->msg : lukv_strerror(err->status));
-  return 1;
-}
-
 static int parse_long(const char *s, long lo, long hi, long *out) {
   char *end;
   errno = 0;
@@ -97,61 +85,6 @@ static int split(const char *spec, char items[][64], int cap) {
   return n;
 }
 
-/* ---- model identity (= lukv-profile's model_hash) ---------------------------- */
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static int hash_file(lukv_sha256 *s, const char *p, unsigned char *buf, size_t bufsz, lukv_error *err) {
-  FILE *f = fopen(p, "rb");
-  if (!f) return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", p, strerror(errno));
-  size_t got;
-  while ((got = fread(buf, 1, bufsz, f)) > 0) lukv_sha256_update(s, buf, got);
-  int rc = ferror(f) ? lukv_error_set(err, LUKV_ERR_IO, "%s: read error", p) : LUKV_OK;
-  fclose(f);
-  return rc;
-}
-
-/* sha256 of DIR's *.safetensors files concatenated in sorted name order, or
- * of the .gguf file itself. */
-static int model_hash(const char *path, char hex[65], lukv_error *err) {
-  enum { BUF = 1 << 20 };
-  unsigned char *buf = malloc(BUF);
-  if (!buf) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: out of memory", path);
-  lukv_sha256 s;
-  lukv_sha256_init(&s);
-  size_t len = strlen(path);
-  int rc = LUKV_OK;
-  if (len > 5 && !strcmp(path + len - 5, ".gguf")) {
-    rc = hash_file(&s, path, buf, BUF, err);
-  } else {
-    DIR *d = opendir(path);
-    if (!d) {
-      free(buf);
-      return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    }
-    char *names[4096];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) && n < 4096;) {
-      size_t l = strlen(e->d_name);
-      if (l >= 12 && !strcmp(e->d_name + l - 12, ".safetensors")) names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
-    for (int i = 0; i < n && rc == LUKV_OK; i++) {
-      char p[4096];
-      if (!names[i]) {
-        rc = lukv_error_set(err, LUKV_ERR_NOMEM, "%s: out of memory", path);
-        break;
-      }
-      snprintf(p, sizeof p, "%s/%s", path, names[i]);
-      rc = hash_file(&s, p, buf, BUF, err);
-    }
-    for (int i = 0; i < n; i++) free(names[i]);
-  }
-  free(buf);
-  if (rc == LUKV_OK) lukv_sha256_final_hex(&s, hex);
-  return rc;
-}
 
 /* ---- result rows -------------------------------------------------------------- */
 
@@ -329,8 +262,8 @@ int main(int argc, char **argv) {
     int k = -1;
     for (int j = 0; with_arg[j]; j++)
       if (!strcmp(a, with_arg[j])) k = j;
-    if (k < 0) return usage_error(a[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
-    if (i + 1 >= argc) return usage_error("option '%s' needs a value", a);
+    if (k < 0) return lukv_cli_usage(PROG, a[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
+    if (i + 1 >= argc) return lukv_cli_usage(PROG, "option '%s' needs a value", a);
     const char *v = argv[++i];
     long n;
     switch (k) {
@@ -342,32 +275,32 @@ int main(int argc, char **argv) {
       case 5: alloc_spec = v; break;
       case 6: scorer_spec = v; break;
       case 7:
-        if (parse_long(v, 1, 1000000, &n)) return usage_error("--samples: '%s' is not a count >= 1", v);
+        if (parse_long(v, 1, 1000000, &n)) return lukv_cli_usage(PROG, "--samples: '%s' is not a count >= 1", v);
         samples = n;
         break;
       case 8: haystack = v; break;
       case 9:
         if (parse_long(v, (long)LUKV_TASK_SEED_MIN, 0x7fffffffL, &n))
-          return usage_error("--seed: '%s' is not an integer >= 1000000 (lower seeds belong to training)", v);
+          return lukv_cli_usage(PROG, "--seed: '%s' is not an integer >= 1000000 (lower seeds belong to training)", v);
         seed = n;
         break;
       case 10:
-        if (strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off")) return usage_error("--bos: '%s' is not auto, on or off", v);
+        if (strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off")) return lukv_cli_usage(PROG, "--bos: '%s' is not auto, on or off", v);
         bos_mode = v;
         break;
       case 11:
       case 12:
-        if (parse_long(v, 0, 1 << 20, &n)) return usage_error("--sink/--window: '%s' is not a count >= 0", v);
+        if (parse_long(v, 0, 1 << 20, &n)) return lukv_cli_usage(PROG, "--sink/--window: '%s' is not a count >= 0", v);
         if (k == 11) sink = n; else window = n;
         break;
       case 13:
-        if (strcmp(v, "cpu") && strcmp(v, "cuda")) return usage_error("--device: '%s' is not cpu or cuda", v);
+        if (strcmp(v, "cpu") && strcmp(v, "cuda")) return lukv_cli_usage(PROG, "--device: '%s' is not cpu or cuda", v);
         device = v;
         break;
       default: out = v; break;
     }
   }
-  if (!model_dir) return usage_error("%s", "--model DIR is required");
+  if (!model_dir) return lukv_cli_usage(PROG, "%s", "--model DIR is required");
 
   /* lists */
   char items[MAX_LIST][64];
@@ -375,22 +308,22 @@ int main(int argc, char **argv) {
   double ratios[MAX_LIST];
   char scorers[4][64];
   int n = split(lens_spec, items, MAX_LIST);
-  if (n < 1) return usage_error("--context-lens: '%s' is not a comma list", lens_spec);
+  if (n < 1) return lukv_cli_usage(PROG, "--context-lens: '%s' is not a comma list", lens_spec);
   for (int i = 0; i < n; i++) {
     long v;
-    if (parse_long(items[i], 1, 1 << 24, &v)) return usage_error("--context-lens: '%s' is not a length >= 1", items[i]);
+    if (parse_long(items[i], 1, 1 << 24, &v)) return lukv_cli_usage(PROG, "--context-lens: '%s' is not a length >= 1", items[i]);
     lens[n_lens++] = (int)v;
   }
   n = split(ratios_spec, items, MAX_LIST);
-  if (n < 1) return usage_error("--ratios: '%s' is not a comma list", ratios_spec);
+  if (n < 1) return lukv_cli_usage(PROG, "--ratios: '%s' is not a comma list", ratios_spec);
   for (int i = 0; i < n; i++) {
     char *end;
     double v = strtod(items[i], &end);
-    if (end == items[i] || *end || !(v >= 0 && v < 1)) return usage_error("--ratios: '%s' is not a ratio in [0, 1)", items[i]);
+    if (end == items[i] || *end || !(v >= 0 && v < 1)) return lukv_cli_usage(PROG, "--ratios: '%s' is not a ratio in [0, 1)", items[i]);
     ratios[n_ratios++] = v;
   }
   n = split(alloc_spec, items, MAX_LIST);
-  if (n < 1) return usage_error("--allocators: '%s' is not a comma list", alloc_spec);
+  if (n < 1) return lukv_cli_usage(PROG, "--allocators: '%s' is not a comma list", alloc_spec);
   lukv_error err = {0};
   for (int i = 0; i < n; i++) {
     int k = -1;
@@ -399,7 +332,7 @@ int main(int argc, char **argv) {
     if (k < 0) {
       lukv_error_set(&err, LUKV_ERR_NOTFOUND, "--allocators: %s: unknown allocator (known: full, uniform, pyramid, adakv, lukv)",
                      items[i]);
-      return fail(&err);
+      return lukv_cli_fail(PROG, &err);
     }
     int dup = 0;
     for (int j = 0; j < n_alloc; j++) dup |= allocs[j] == k;
@@ -407,11 +340,11 @@ int main(int argc, char **argv) {
   }
   int want_lukv = 0;
   for (int j = 0; j < n_alloc; j++) want_lukv |= allocs[j] == LUKV_EVAL_LUKV;
-  if (want_lukv && !budgets) return usage_error("%s", "allocator lukv needs --budgets FILE");
+  if (want_lukv && !budgets) return lukv_cli_usage(PROG, "%s", "allocator lukv needs --budgets FILE");
   if (!strcmp(device, "cuda")) {
     lukv_error_set(&err, LUKV_ERR_UNSUPPORTED,
                    "--device cuda: liblukv's decode hook runs on the CPU only in this build (use --device cpu)");
-    return fail(&err);
+    return lukv_cli_fail(PROG, &err);
   }
 
   /* budgets table */
@@ -422,7 +355,7 @@ int main(int argc, char **argv) {
     rc = lukv_table_open(budgets, &table);
     if (rc != LUKV_OK) {
       lukv_error_set(&err, rc, "%s", lukv_table_errmsg(NULL));
-      return fail(&err);
+      return lukv_cli_fail(PROG, &err);
     }
     lukv_table_get_info(table, &ti);
   }
@@ -442,7 +375,7 @@ int main(int argc, char **argv) {
     n_sc = split(scorer_spec, scorers, 4);
     if (n_sc < 1) {
       lukv_table_close(table);
-      return usage_error("--scorers: '%s' is not a comma list", scorer_spec);
+      return lukv_cli_usage(PROG, "--scorers: '%s' is not a comma list", scorer_spec);
     }
     for (int i = 0; i < n_sc; i++)
       if (strcmp(scorers[i], "snapkv") && strcmp(scorers[i], "keydiff"))
@@ -473,7 +406,7 @@ int main(int argc, char **argv) {
   rc = lukv_model_open(model_dir, LUKV_DEVICE_CPU, &m, &err);
   if (rc != LUKV_OK) goto done;
   const lukv_model_config *mc = lukv_model_get_config(m);
-  rc = model_hash(model_dir, hex, &err);
+  rc = lukv_model_hash(model_dir, hex, &err);
   if (rc != LUKV_OK) goto done;
   if (table) {
     if (ti.n_layers != mc->n_layers || ti.n_kv_heads != mc->n_kv_heads || ti.n_q_heads != mc->n_heads ||
@@ -607,6 +540,6 @@ done:
   lukv_corpus_free(&hay);
   lukv_model_destroy(m);
   lukv_table_close(table);
-  if (err.status != 0 || err.msg[0]) return fail(&err);
+  if (err.status != 0 || err.msg[0]) return lukv_cli_fail(PROG, &err);
   return 0;
 }

@@ -8,8 +8,6 @@
  * Exit status: 0 success, 1 bad input or failure (one line on stderr naming
  * the file, the object and the problem; no output file), 2 usage error.
  */
-#include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
@@ -18,13 +16,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "formats.h"
-#include "gguf.h"
 #include "h5util.h"
+#include "identity.h"
 #include "lukv_config.h"
 #include "model.h"
 #include "progress.h"
-#include "sha256.h"
 #include "stats.h"
 
 #define PROG "lukv-profile"
@@ -84,18 +82,6 @@ static const char USAGE[] =
     "  -h, --help               this text\n"
     "  --version                print the version\n";
 
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, PROG ": ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n(see '" PROG " --help')\n");
-  return 2;
-}
-
-static int fail(const lukv_error *err) {
-  fprintf(stderr, PROG ": error: %s\n", err->msg[0] ? err->msg : lukv_strerror(err->status));
-  return 1;
-}
-
 /* A non-negative integer that uses the whole string. */
 static int parse_int(const char *s, int lo, int *out) {
   char *end;
@@ -113,145 +99,6 @@ static int is_dir_with(const char *dir, const char *file) {
   return stat(p, &st) == 0;
 }
 
-/* ---- model identity -------------------------------------------------------- */
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* A path ending in ".gguf": a llama.cpp GGUF file (as lukv_model_open reads it). */
-static int is_gguf(const char *path) {
-  size_t len = strlen(path);
-  return len >= 5 && !strcmp(path + len - 5, ".gguf");
-}
-
-/* Adds the bytes of file P to s, through buf [BUF]. */
-static int hash_file(lukv_sha256 *s, const char *p, unsigned char *buf, size_t cap, lukv_error *err) {
-  FILE *f = fopen(p, "rb");
-  if (!f) return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", p, strerror(errno));
-  int rc = LUKV_OK;
-  size_t got;
-  while ((got = fread(buf, 1, cap, f)) > 0) lukv_sha256_update(s, buf, got);
-  if (ferror(f)) rc = lukv_error_set(err, LUKV_ERR_IO, "%s: read error", p);
-  fclose(f);
-  return rc;
-}
-
-/* sha256 of the bytes of DIR's *.safetensors files concatenated in sorted
- * file-name order (= tools/reference_profile.py's model_hash); for a .gguf
- * path, sha256 of the file's bytes (= sha256sum FILE). */
-static int model_hash(const char *dir, char hex[65], lukv_error *err) {
-  if (is_gguf(dir)) {
-    enum { GBUF = 1 << 20 };
-    unsigned char *buf = malloc(GBUF);
-    if (!buf) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: out of memory", dir);
-    lukv_sha256 s;
-    lukv_sha256_init(&s);
-    int rc = hash_file(&s, dir, buf, GBUF, err);
-    free(buf);
-    if (rc == LUKV_OK) lukv_sha256_final_hex(&s, hex);
-    return rc;
-  }
-  DIR *d = opendir(dir);
-  if (!d) return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", dir, strerror(errno));
-  char **names = NULL;
-  int n = 0, cap = 0, rc = LUKV_OK;
-  for (struct dirent *e; (e = readdir(d));) {
-    size_t len = strlen(e->d_name);
-    if (len < 12 || strcmp(e->d_name + len - 12, ".safetensors")) continue;
-    if (n == cap) {
-      cap = cap ? 2 * cap : 16;
-      char **nn = realloc(names, sizeof *nn * (size_t)cap);
-      if (!nn) { rc = LUKV_ERR_NOMEM; break; }
-      names = nn;
-    }
-    if (!(names[n] = strdup(e->d_name))) { rc = LUKV_ERR_NOMEM; break; }
-    n++;
-  }
-  closedir(d);
-  if (rc != LUKV_OK) {
-    lukv_error_set(err, rc, "%s: out of memory listing files", dir);
-  } else if (n == 0) {
-    rc = lukv_error_set(err, LUKV_ERR_NOTFOUND, "%s: no *.safetensors file to hash", dir);
-  }
-  if (rc == LUKV_OK) {
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
-    lukv_sha256 s;
-    lukv_sha256_init(&s);
-    enum { BUF = 1 << 20 };
-    unsigned char *buf = malloc(BUF);
-    if (!buf) rc = lukv_error_set(err, LUKV_ERR_NOMEM, "%s: out of memory", dir);
-    for (int i = 0; i < n && rc == LUKV_OK; i++) {
-      char p[4096];
-      snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-      rc = hash_file(&s, p, buf, BUF, err);
-    }
-    free(buf);
-    if (rc == LUKV_OK) lukv_sha256_final_hex(&s, hex);
-  }
-  for (int i = 0; i < n; i++) free(names[i]);
-  free(names);
-  return rc;
-}
-
-/* config.json's `_name_or_path` when present and non-empty, else DIR's base
- * name. A .gguf file: its `general.name` when present and non-empty, else the
- * file's base name without ".gguf". */
-static char *model_name(const char *dir) {
-  if (is_gguf(dir)) {
-    char gname[1024] = "";
-    lukv_gguf_file *g = NULL;
-    lukv_error e;
-    lukv_error_clear(&e);
-    if (lukv_gguf_open(dir, &g, &e) == LUKV_OK &&
-        lukv_gguf_get_string(g, "general.name", 0, "", gname, sizeof gname, &e) != LUKV_OK)
-      gname[0] = '\0';
-    lukv_gguf_close(g);
-    if (gname[0]) return strdup(gname);
-    size_t len = strlen(dir), b = len;
-    while (b > 0 && dir[b - 1] != '/') b--;
-    size_t n = len - 5 > b ? len - 5 - b : 0; /* without ".gguf" */
-    if (n == 0) return strdup(dir + b);      /* ".gguf" alone keeps its name */
-    char *name = malloc(n + 1);
-    if (name) {
-      memcpy(name, dir + b, n);
-      name[n] = '\0';
-    }
-    return name;
-  }
-  char p[4096];
-  snprintf(p, sizeof p, "%s/config.json", dir);
-  char *name = NULL;
-  FILE *f = fopen(p, "rb");
-  if (f) {
-    char *txt = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-      long len = ftell(f);
-      if (len > 0 && len < (64L << 20) && fseek(f, 0, SEEK_SET) == 0 && (txt = malloc((size_t)len + 1))) {
-        size_t got = fread(txt, 1, (size_t)len, f);
-        txt[got] = '\0';
-      }
-    }
-    fclose(f);
-    cJSON *root = txt ? cJSON_Parse(txt) : NULL;
-    const cJSON *j = root ? cJSON_GetObjectItemCaseSensitive(root, "_name_or_path") : NULL;
-    if (cJSON_IsString(j) && j->valuestring[0]) name = strdup(j->valuestring);
-    cJSON_Delete(root);
-    free(txt);
-  }
-  if (name) return name;
-  size_t len = strlen(dir);
-  while (len > 1 && dir[len - 1] == '/') len--;
-  size_t b = len;
-  while (b > 0 && dir[b - 1] != '/') b--;
-  if (len == b) return strdup(dir); /* "/" or "" */
-  name = malloc(len - b + 1);
-  if (name) {
-    memcpy(name, dir + b, len - b);
-    name[len - b] = '\0';
-  }
-  return name;
-}
 
 /* ---- profiling ---------------------------------------------------------------- */
 
@@ -304,14 +151,14 @@ static int cmd_profile(int argc, char **argv) {
     const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
 #define NEED_VALUE()                                          \
   do {                                                        \
-    if (!v) return usage_error("option %s needs a value", a); \
+    if (!v) return lukv_cli_usage(PROG, "option %s needs a value", a); \
     i++;                                                      \
   } while (0)
 #define INT_OPT(name, lo, var)                                                         \
   else if (!strcmp(a, name)) {                                                         \
     NEED_VALUE();                                                                      \
     if (parse_int(v, lo, &var))                                                        \
-      return usage_error(name " needs an integer >= " #lo ", not '%s'", v);            \
+      return lukv_cli_usage(PROG, name " needs an integer >= " #lo ", not '%s'", v);            \
   }
     if (!strcmp(a, "--model")) {
       NEED_VALUE();
@@ -333,7 +180,7 @@ static int cmd_profile(int argc, char **argv) {
     else if (!strcmp(a, "--mode")) {
       NEED_VALUE();
       if (strcmp(v, "teacher") && strcmp(v, "generate"))
-        return usage_error("unknown --mode '%s' (teacher or generate)", v);
+        return lukv_cli_usage(PROG, "unknown --mode '%s' (teacher or generate)", v);
       mode = v;
     } else if (!strcmp(a, "--scorers")) {
       NEED_VALUE();
@@ -341,16 +188,16 @@ static int cmd_profile(int argc, char **argv) {
     } else if (!strcmp(a, "--utility")) {
       NEED_VALUE();
       if (strcmp(v, "max") && strcmp(v, "sum"))
-        return usage_error("unknown --utility '%s' (max or sum)", v);
+        return lukv_cli_usage(PROG, "unknown --utility '%s' (max or sum)", v);
       utility = v;
     } else if (!strcmp(a, "--shard")) {
       NEED_VALUE();
       char buf[64], *slash;
       snprintf(buf, sizeof buf, "%s", v);
-      if (!(slash = strchr(buf, '/'))) return usage_error("--shard needs I/N, not '%s'", v);
+      if (!(slash = strchr(buf, '/'))) return lukv_cli_usage(PROG, "--shard needs I/N, not '%s'", v);
       *slash = '\0';
       if (parse_int(buf, 1, &shard_i) || parse_int(slash + 1, 1, &shard_n) || shard_i > shard_n)
-        return usage_error("--shard needs I/N with 1 <= I <= N, not '%s'", v);
+        return lukv_cli_usage(PROG, "--shard needs I/N with 1 <= I <= N, not '%s'", v);
     } else if (!strcmp(a, "--device")) {
       NEED_VALUE();
       if (!strcmp(v, "cpu"))
@@ -358,28 +205,28 @@ static int cmd_profile(int argc, char **argv) {
       else if (!strcmp(v, "cuda"))
         device = LUKV_DEVICE_CUDA;
       else
-        return usage_error("unknown --device '%s' (cpu or cuda)", v);
+        return lukv_cli_usage(PROG, "unknown --device '%s' (cpu or cuda)", v);
     } else if (!strcmp(a, "--dump-tokens")) {
       NEED_VALUE();
       dump_path = v;
     } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
       quiet = 1;
     } else if (a[0] == '-' && a[1]) {
-      return usage_error("unknown option '%s'", a);
+      return lukv_cli_usage(PROG, "unknown option '%s'", a);
     } else {
-      return usage_error("unexpected argument '%s'", a);
+      return lukv_cli_usage(PROG, "unexpected argument '%s'", a);
     }
 #undef INT_OPT
 #undef NEED_VALUE
   }
-  if (!out_path) return usage_error("%s", "missing -o PROFILE.h5");
-  if (pool % 2 == 0) return usage_error("--pool must be odd, not %s", "even");
+  if (!out_path) return lukv_cli_usage(PROG, "%s", "missing -o PROFILE.h5");
+  if (pool % 2 == 0) return lukv_cli_usage(PROG, "--pool must be odd, not %s", "even");
   if (T <= sink + window) {
     char b[96];
     snprintf(b, sizeof b, "%d <= sink %d + window %d", T, sink, window);
-    return usage_error("--context-len must exceed sink + window (%s)", b);
+    return lukv_cli_usage(PROG, "--context-len must exceed sink + window (%s)", b);
   }
-  if ((long)T + F > INT32_MAX / 2) return usage_error("%s", "--context-len + --future-len too large");
+  if ((long)T + F > INT32_MAX / 2) return lukv_cli_usage(PROG, "%s", "--context-len + --future-len too large");
 
   /* scorers: known, no duplicates. The names point into buf, which lives as
    * long as this function, so the many early returns below own nothing. */
@@ -387,18 +234,18 @@ static int cmd_profile(int argc, char **argv) {
   int n_scorers = 0;
   char buf[256];
   {
-    if (strlen(scorers_arg) >= sizeof buf) return usage_error("--scorers '%s' too long", scorers_arg);
+    if (strlen(scorers_arg) >= sizeof buf) return lukv_cli_usage(PROG, "--scorers '%s' too long", scorers_arg);
     snprintf(buf, sizeof buf, "%s", scorers_arg);
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
       lukv_scorer_id id;
       if (lukv_scorer_parse(t, &id, NULL) != LUKV_OK)
-        return usage_error("unknown scorer '%s' (snapkv, keydiff)", t);
+        return lukv_cli_usage(PROG, "unknown scorer '%s' (snapkv, keydiff)", t);
       for (int k = 0; k < n_scorers; k++)
-        if (!strcmp(names[k], t)) return usage_error("scorer '%s' given twice", t);
-      if (n_scorers == LUKV_N_SCORERS) return usage_error("scorer '%s' given twice", t);
+        if (!strcmp(names[k], t)) return lukv_cli_usage(PROG, "scorer '%s' given twice", t);
+      if (n_scorers == LUKV_N_SCORERS) return lukv_cli_usage(PROG, "scorer '%s' given twice", t);
       names[n_scorers++] = t;
     }
-    if (n_scorers == 0) return usage_error("%s", "--scorers needs at least one scorer");
+    if (n_scorers == 0) return lukv_cli_usage(PROG, "%s", "--scorers needs at least one scorer");
   }
 
   lukv_error err;
@@ -409,7 +256,7 @@ static int cmd_profile(int argc, char **argv) {
       lukv_error_set(&err, LUKV_ERR_NOTFOUND,
                      "%s: the bundled model is not trained yet (tools/organism/); pass --model DIR",
                      model_dir);
-      return fail(&err);
+      return lukv_cli_fail(PROG, &err);
     }
   }
   if (!corpus_path) corpus_path = DEFAULT_CORPUS;
@@ -417,14 +264,14 @@ static int cmd_profile(int argc, char **argv) {
   /* corpus first: cheap, and its errors need no model */
   lukv_corpus corpus;
   memset(&corpus, 0, sizeof corpus);
-  if (lukv_corpus_read(corpus_path, &corpus, &err) != LUKV_OK) return fail(&err);
+  if (lukv_corpus_read(corpus_path, &corpus, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   int64_t S_all = corpus.n_samples;
   if (n_samples_arg > 0) {
     if (n_samples_arg > S_all) {
       lukv_error_set(&err, LUKV_ERR_RANGE, "%s: /offsets: --samples %d but the corpus has %lld",
                      corpus_path, n_samples_arg, (long long)S_all);
       lukv_corpus_free(&corpus);
-      return fail(&err);
+      return lukv_cli_fail(PROG, &err);
     }
     S_all = n_samples_arg;
   }
@@ -436,7 +283,7 @@ static int cmd_profile(int argc, char **argv) {
       lukv_error_set(&err, LUKV_ERR_RANGE, "%s: shard %d/%d of %lld samples is empty", corpus_path,
                      shard_i, shard_n, (long long)S_all);
       lukv_corpus_free(&corpus);
-      return fail(&err);
+      return lukv_cli_fail(PROG, &err);
     }
   }
   int S = (int)(s1 - s0);
@@ -454,14 +301,14 @@ static int cmd_profile(int argc, char **argv) {
                        "%s: sample %lld: %lld tokens, fewer than context_len %d", corpus_path,
                        (long long)s, (long long)len, T);
       lukv_corpus_free(&corpus);
-      return fail(&err);
+      return lukv_cli_fail(PROG, &err);
     }
   }
 
   lukv_model *m = NULL;
   if (lukv_model_open(model_dir, device, &m, &err) != LUKV_OK) {
     lukv_corpus_free(&corpus);
-    return fail(&err);
+    return lukv_cli_fail(PROG, &err);
   }
   const lukv_model_config *cfg = lukv_model_get_config(m);
   int rc = LUKV_OK;
@@ -489,10 +336,10 @@ static int cmd_profile(int argc, char **argv) {
   lukv_profile prof;
   memset(&prof, 0, sizeof prof);
   char hex[65];
-  if (rc == LUKV_OK) rc = model_hash(model_dir, hex, &err);
+  if (rc == LUKV_OK) rc = lukv_model_hash(model_dir, hex, &err);
   size_t L = (size_t)cfg->n_layers, H = (size_t)cfg->n_kv_heads, G1 = (size_t)grid + 1;
   if (rc == LUKV_OK) {
-    prof.model.model_name = model_name(model_dir);
+    prof.model.model_name = lukv_model_display_name(model_dir);
     prof.model.model_hash = strdup(hex);
     prof.model.n_layers = cfg->n_layers;
     prof.model.n_kv_heads = cfg->n_kv_heads;
@@ -609,7 +456,7 @@ static int cmd_profile(int argc, char **argv) {
   lukv_profile_free(&prof);
   lukv_model_destroy(m);
   lukv_corpus_free(&corpus);
-  return rc == LUKV_OK ? 0 : fail(&err);
+  return rc == LUKV_OK ? 0 : lukv_cli_fail(PROG, &err);
 }
 
 /* ---- merge ------------------------------------------------------------------------ */
@@ -688,16 +535,16 @@ static int cmd_merge(int argc, char **argv) {
   if (!in) return fputs(PROG ": error: out of memory\n", stderr), 1;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) {
-      if (i + 1 >= argc) return free(in), usage_error("option %s needs a value", argv[i]);
+      if (i + 1 >= argc) return free(in), lukv_cli_usage(PROG, "option %s needs a value", argv[i]);
       out_path = argv[++i];
     } else if (argv[i][0] == '-' && argv[i][1]) {
-      return free(in), usage_error("unknown option '%s'", argv[i]);
+      return free(in), lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
     } else {
       in[n++].path = argv[i];
     }
   }
-  if (!out_path) return free(in), usage_error("%s", "merge: missing -o OUT.h5");
-  if (n == 0) return free(in), usage_error("%s", "merge: no input profiles");
+  if (!out_path) return free(in), lukv_cli_usage(PROG, "%s", "merge: missing -o OUT.h5");
+  if (n == 0) return free(in), lukv_cli_usage(PROG, "%s", "merge: no input profiles");
 
   lukv_error err;
   lukv_error_clear(&err);
@@ -774,7 +621,7 @@ static int cmd_merge(int argc, char **argv) {
   lukv_profile_free(&o);
   for (int i = 0; i < n; i++) lukv_profile_free(&in[i].p);
   free(in);
-  return rc == LUKV_OK ? 0 : fail(&err);
+  return rc == LUKV_OK ? 0 : lukv_cli_fail(PROG, &err);
 }
 
 /* ---- show ------------------------------------------------------------------------- */
@@ -783,18 +630,18 @@ static int cmd_show(int argc, char **argv) {
   const char *path = NULL;
   for (int i = 1; i < argc; i++) {
     if (argv[i][0] == '-' && argv[i][1])
-      return usage_error("unknown option '%s'", argv[i]);
+      return lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
     else if (!path)
       path = argv[i];
     else
-      return usage_error("unexpected argument '%s'", argv[i]);
+      return lukv_cli_usage(PROG, "unexpected argument '%s'", argv[i]);
   }
-  if (!path) return usage_error("%s", "show: missing PROFILE.h5");
+  if (!path) return lukv_cli_usage(PROG, "%s", "show: missing PROFILE.h5");
   lukv_error err;
   lukv_error_clear(&err);
   lukv_profile p;
   memset(&p, 0, sizeof p);
-  if (lukv_profile_read(path, &p, &err) != LUKV_OK) return fail(&err);
+  if (lukv_profile_read(path, &p, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   int L = p.model.n_layers, H = p.model.n_kv_heads, G1 = p.grid + 1, nsc = p.n_scorers;
   int64_t S = p.n_samples;
   printf("# %s: model %s (%s), %lld samples, %s mode, context %d + future %d, utility %s\n", path,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "formats.h"
 #include "lukv_config.h"
 #include "npy.h"
@@ -52,18 +53,6 @@ static const char USAGE[] =
     "\n"
     "  -h, --help               this text\n"
     "  --version                print the version\n";
-
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, PROG ": ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n(see '" PROG " --help')\n");
-  return 2;
-}
-
-static int fail(const lukv_error *err) {
-  fprintf(stderr, PROG ": error: %s\n", err->msg[0] ? err->msg : lukv_strerror(err->status));
-  return 1;
-}
 
 /* Parses a double that must use the whole string. */
 static int parse_double(const char *s, double *out) {
@@ -205,7 +194,7 @@ static int cmd_solve(int argc, char **argv) {
     const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
 #define NEED_VALUE()                                                   \
   do {                                                                 \
-    if (!v) return usage_error("option %s needs a value", a);          \
+    if (!v) return lukv_cli_usage(PROG, "option %s needs a value", a);          \
     i++;                                                               \
   } while (0)
     if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -221,12 +210,12 @@ static int cmd_solve(int argc, char **argv) {
       else if (!strcmp(v, "mean-of-solutions"))
         o.aggregation = LUKV_AGG_MEAN_OF_SOLUTIONS;
       else
-        return usage_error("unknown aggregation '%s' (mean-curve or mean-of-solutions)", v);
+        return lukv_cli_usage(PROG, "unknown aggregation '%s' (mean-curve or mean-of-solutions)", v);
     } else if (!strcmp(a, "--ratios")) {
       NEED_VALUE();
       char bad[64] = "";
       int n = parse_ratios(v, ratios, MAX_RATIOS, bad, sizeof bad);
-      if (n == -2) return usage_error("cannot parse --ratios '%s' (0.5,0.8 or FROM:TO:STEP)", v);
+      if (n == -2) return lukv_cli_usage(PROG, "cannot parse --ratios '%s' (0.5,0.8 or FROM:TO:STEP)", v);
       if (n == -1) {
         fprintf(stderr, PROG ": error: --ratios: ratio %s is outside (0, 1)\n", bad);
         return 1;
@@ -242,42 +231,42 @@ static int cmd_solve(int argc, char **argv) {
       else if (!strcmp(v, "none"))
         o.exact = LUKV_EXACT_NONE;
       else
-        return usage_error("unknown --exact '%s' (dp, mip or none)", v);
+        return lukv_cli_usage(PROG, "unknown --exact '%s' (dp, mip or none)", v);
     } else if (!strcmp(a, "--lp")) {
       o.lp = 1;
     } else if (!strcmp(a, "--time-limit")) {
       NEED_VALUE();
       if (parse_double(v, &o.time_limit_s) || !(o.time_limit_s > 0))
-        return usage_error("--time-limit needs a positive number of seconds, not '%s'", v);
+        return lukv_cli_usage(PROG, "--time-limit needs a positive number of seconds, not '%s'", v);
     } else if (!strcmp(a, "--folds")) {
       NEED_VALUE();
       double k;
       if (parse_double(v, &k) || k != floor(k) || k < 2 || k > 1000)
-        return usage_error("--folds needs an integer >= 2, not '%s'", v);
+        return lukv_cli_usage(PROG, "--folds needs an integer >= 2, not '%s'", v);
       o.folds = (int)k;
     } else if (!strcmp(a, "--pyramid-beta")) {
       NEED_VALUE();
       if (parse_double(v, &o.pyramid_beta) || !(o.pyramid_beta >= 1))
-        return usage_error("--pyramid-beta needs a number >= 1, not '%s'", v);
+        return lukv_cli_usage(PROG, "--pyramid-beta needs a number >= 1, not '%s'", v);
     } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
       quiet = 1;
     } else if (a[0] == '-' && a[1]) {
-      return usage_error("unknown option '%s'", a);
+      return lukv_cli_usage(PROG, "unknown option '%s'", a);
     } else if (!profile_path) {
       profile_path = a;
     } else {
-      return usage_error("unexpected argument '%s'", a);
+      return lukv_cli_usage(PROG, "unexpected argument '%s'", a);
     }
 #undef NEED_VALUE
   }
-  if (!profile_path) return usage_error("%s", "missing PROFILE");
-  if (!out_path) return usage_error("%s", "missing -o BUDGETS");
+  if (!profile_path) return lukv_cli_usage(PROG, "%s", "missing PROFILE");
+  if (!out_path) return lukv_cli_usage(PROG, "%s", "missing -o BUDGETS");
 
   lukv_error err;
   lukv_error_clear(&err);
   lukv_profile prof;
   memset(&prof, 0, sizeof prof);
-  if (lukv_profile_read(profile_path, &prof, &err) != LUKV_OK) return fail(&err);
+  if (lukv_profile_read(profile_path, &prof, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   if (!lukv_profile_curves(&prof, o.scorer)) {
     char avail[1024] = "";
     size_t n = 0;
@@ -287,7 +276,7 @@ static int cmd_solve(int argc, char **argv) {
     lukv_error_set(&err, LUKV_ERR_NOTFOUND, "%s: /curves/%s: unknown scorer (available: %s)",
                    profile_path, o.scorer, avail);
     lukv_profile_free(&prof);
-    return fail(&err);
+    return lukv_cli_fail(PROG, &err);
   }
 
   lukv_progress prog;
@@ -305,11 +294,11 @@ static int cmd_solve(int argc, char **argv) {
     lukv_error_clear(&named);
     lukv_error_set(&named, st, "%s: %s", profile_path, err.msg);
     lukv_budgets_free(&b);
-    return fail(&named);
+    return lukv_cli_fail(PROG, &named);
   }
   if (lukv_budgets_write(out_path, &b, &err) != LUKV_OK) {
     lukv_budgets_free(&b);
-    return fail(&err);
+    return lukv_cli_fail(PROG, &err);
   }
   print_table(&b, &o);
   printf("# wrote %s (%lld ratios); see: " PROG " show %s --ratio 0.8\n", out_path,
@@ -323,29 +312,29 @@ static int cmd_show(int argc, char **argv) {
   double rho = 0.8;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--ratio")) {
-      if (i + 1 >= argc) return usage_error("option %s needs a value", argv[i]);
-      if (parse_double(argv[++i], &rho)) return usage_error("cannot parse --ratio '%s'", argv[i]);
+      if (i + 1 >= argc) return lukv_cli_usage(PROG, "option %s needs a value", argv[i]);
+      if (parse_double(argv[++i], &rho)) return lukv_cli_usage(PROG, "cannot parse --ratio '%s'", argv[i]);
     } else if (argv[i][0] == '-' && argv[i][1]) {
-      return usage_error("unknown option '%s'", argv[i]);
+      return lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
     } else if (!path) {
       path = argv[i];
     } else {
-      return usage_error("unexpected argument '%s'", argv[i]);
+      return lukv_cli_usage(PROG, "unexpected argument '%s'", argv[i]);
     }
   }
-  if (!path) return usage_error("%s", "show: missing BUDGETS");
+  if (!path) return lukv_cli_usage(PROG, "%s", "show: missing BUDGETS");
   lukv_error err;
   lukv_error_clear(&err);
   lukv_budgets b;
   memset(&b, 0, sizeof b);
-  if (lukv_budgets_read(path, &b, &err) != LUKV_OK) return fail(&err);
+  if (lukv_budgets_read(path, &b, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   int64_t r = lukv_budgets_find_ratio(&b, rho);
   if (r < 0) {
     lukv_error_set(&err, LUKV_ERR_NOTFOUND,
                    "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)", path,
                    rho, (long long)b.n_ratios, b.compression[0], b.compression[b.n_ratios - 1]);
     lukv_budgets_free(&b);
-    return fail(&err);
+    return lukv_cli_fail(PROG, &err);
   }
   int L = b.model.n_layers, H = b.model.n_kv_heads;
   const float *keep = b.keep_fraction + (size_t)r * (size_t)L * (size_t)H;
@@ -375,30 +364,30 @@ static int cmd_export(int argc, char **argv) {
   const char *path = NULL, *npy = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--npy")) {
-      if (i + 1 >= argc) return usage_error("option %s needs a value", argv[i]);
+      if (i + 1 >= argc) return lukv_cli_usage(PROG, "option %s needs a value", argv[i]);
       npy = argv[++i];
     } else if (argv[i][0] == '-' && argv[i][1]) {
-      return usage_error("unknown option '%s'", argv[i]);
+      return lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
     } else if (!path) {
       path = argv[i];
     } else {
-      return usage_error("unexpected argument '%s'", argv[i]);
+      return lukv_cli_usage(PROG, "unexpected argument '%s'", argv[i]);
     }
   }
-  if (!path) return usage_error("%s", "export: missing BUDGETS");
-  if (!npy) return usage_error("%s", "export: missing --npy OUT.npy");
+  if (!path) return lukv_cli_usage(PROG, "%s", "export: missing BUDGETS");
+  if (!npy) return lukv_cli_usage(PROG, "%s", "export: missing --npy OUT.npy");
   lukv_error err;
   lukv_error_clear(&err);
   lukv_budgets b;
   memset(&b, 0, sizeof b);
-  if (lukv_budgets_read(path, &b, &err) != LUKV_OK) return fail(&err);
+  if (lukv_budgets_read(path, &b, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   /* kvpress indexes the array by round(100 * ratio) - 1: all 99 rows must exist. */
   size_t LH = (size_t)b.model.n_layers * (size_t)b.model.n_kv_heads;
   float *prune = malloc(99 * LH * sizeof *prune);
   if (!prune) {
     lukv_budgets_free(&b);
     lukv_error_set(&err, LUKV_ERR_NOMEM, "%s: out of memory", path);
-    return fail(&err);
+    return lukv_cli_fail(PROG, &err);
   }
   int st = LUKV_OK;
   for (int i = 0; i < 99 && st == LUKV_OK; i++) {
@@ -421,7 +410,7 @@ static int cmd_export(int argc, char **argv) {
            npy, b.model.n_layers, b.model.n_kv_heads);
   free(prune);
   lukv_budgets_free(&b);
-  return st == LUKV_OK ? 0 : fail(&err);
+  return st == LUKV_OK ? 0 : lukv_cli_fail(PROG, &err);
 }
 
 int main(int argc, char **argv) {
