@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 
+from clitest import Checks, runner
+
 try:
     import h5py
     import numpy as np
@@ -28,36 +30,14 @@ FIX = os.path.abspath(os.environ.get("LUKV_FIXTURES", os.path.join(SRC, "tests",
 MODEL = os.path.join(SRC, "tests", "golden", "llama3_rope")
 OTHER = os.path.join(SRC, "tests", "golden", "qwen2_bias")
 HAY = os.path.join(SRC, "data", "corpora", "heldout.h5")
-failures = []
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}")
-
-
-def run(*args):
-    p = subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=240, cwd=SRC)
-    return p.returncode, p.stdout, p.stderr
+C = Checks()
+check = C.check
+run = runner(EVAL, cwd=SRC)
 
 
 def expect_error(name, args, code, must_contain, out=None):
-    rc, so, se = run(*args)
-    lines = [l for l in se.splitlines() if l.strip()]
-    check(rc == code, f"{name}: exit {rc}, expected {code} (stderr: {se.strip()!r})")
-    if code == 1:
-        check(len(lines) == 1, f"{name}: {len(lines)} stderr lines, expected 1: {se!r}")
-        check(se.startswith("lukv-eval: error: "), f"{name}: stderr {se!r}")
-    check(so == "", f"{name}: partial output on stdout: {so[:200]!r}")
-    for s in must_contain:
-        check(s in se, f"{name}: stderr lacks {s!r}: {se.strip()!r}")
-    if out:
-        for p in (out, out + ".tmp", out[:-3] + ".csv"):
-            check(not os.path.exists(p), f"{name}: {p} exists after failure")
+    C.expect_error(run, name, args, code, must_contain, out, error_prefix="lukv-eval: error: ",
+                   no_stdout=True, extra_outputs=lambda o: [o[:-3] + ".csv"])
 
 
 def main():
@@ -163,8 +143,7 @@ def main():
         check(rc == 0 and "usage: lukv-eval" in so, "--help")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{checks} checks, {len(failures)} failures")
-    sys.exit(1 if failures else 0)
+    sys.exit(C.finish())
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ Run by meson as: /usr/bin/python3 test_profile_cli.py PATH/TO/lukv-profile
 """
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+
+from clitest import Checks, runner
 
 try:
     import h5py
@@ -38,21 +39,9 @@ REF_ARGS = ["--context-len", "160", "--future-len", "48", "--samples", "2", "--s
             "--window", "16", "--pool", "7", "--grid", "32", "--scorers", "snapkv,keydiff"]
 SMALL = ["--context-len", "40", "--future-len", "8", "--sink", "2", "--window", "4",
          "--grid", "16", "-q"]
-failures = []
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}")
-
-
-def run(*args, cwd=None):
-    p = subprocess.run([PROF, *args], capture_output=True, text=True, timeout=240, cwd=cwd)
-    return p.returncode, p.stdout, p.stderr
+C = Checks()
+check = C.check
+run = runner(PROF)
 
 
 def write_corpus(path, samples, vocab=256):
@@ -76,19 +65,9 @@ def arrays(path):
 
 def expect_error(what, args, out, code=1, needle=None, cwd=None):
     """One error line, exit `code`, no output file nor OUT.tmp."""
-    rc, so, se = run(*args, cwd=cwd)
-    lines = [l for l in se.splitlines() if l.strip()]
-    check(rc == code, f"{what}: exit {rc}, expected {code} ({se.strip()})")
-    if code == 1:
-        check(len(lines) == 1 and lines[0].startswith("lukv-profile: error: "),
-              f"{what}: expected one error line, got {lines}")
-    else:
-        check(lines and lines[0].startswith("lukv-profile: "), f"{what}: usage line {lines}")
-    if needle:
-        check(needle in se, f"{what}: message lacks {needle!r}: {se.strip()}")
-    check(not os.path.exists(out) and not os.path.exists(out + ".tmp"),
-          f"{what}: output file left behind")
-    return se
+    return C.expect_error(run, what, args, code, [needle] if needle else [], out,
+                          error_prefix="lukv-profile: error: ", joint_prefix=True,
+                          usage_prefix="lukv-profile: ", joint_outputs=True, cwd=cwd)
 
 
 def valid_profile(path, what):
@@ -308,8 +287,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"{checks} checks, {len(failures)} failures")
-    return 1 if failures else 0
+    return C.finish()
 
 
 if __name__ == "__main__":

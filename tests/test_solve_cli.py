@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 
+from clitest import Checks, runner
+
 try:
     import h5py
     import numpy as np
@@ -23,35 +25,13 @@ SOLVE = os.path.abspath(sys.argv[1])
 FIX = os.environ.get("LUKV_FIXTURES", os.path.join(os.path.dirname(__file__), "fixtures"))
 SRC = os.environ.get("LUKV_SOURCE", os.path.join(os.path.dirname(__file__), ".."))
 PROFILE = os.path.join(FIX, "profile-small.h5")
-failures = []
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}")
-
-
-def run(*args):
-    p = subprocess.run([SOLVE, *args], capture_output=True, text=True, timeout=240)
-    return p.returncode, p.stdout, p.stderr
+C = Checks()
+check = C.check
+run = runner(SOLVE)
 
 
 def expect_error(name, args, code, must_contain, out=None):
-    rc, so, se = run(*args)
-    lines = [l for l in se.splitlines() if l.strip()]
-    check(rc == code, f"{name}: exit {rc}, expected {code} (stderr: {se.strip()!r})")
-    # Usage errors may add a "(see --help)" hint line; data errors are exactly one line.
-    if code == 1:
-        check(len(lines) == 1, f"{name}: {len(lines)} stderr lines, expected 1: {se!r}")
-    for s in must_contain:
-        check(s in se, f"{name}: stderr lacks {s!r}: {se.strip()!r}")
-    if out:
-        check(not os.path.exists(out), f"{name}: output {out} exists after failure")
-        check(not os.path.exists(out + ".tmp"), f"{name}: {out}.tmp left behind")
+    C.expect_error(run, name, args, code, must_contain, out)
 
 
 def variant(tmp, name, edit):
@@ -70,8 +50,7 @@ def main():
         bad(tmp)
     finally:
         shutil.rmtree(tmp)
-    print(f"{checks - len(failures)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    sys.exit(C.finish())
 
 
 def good(tmp):
