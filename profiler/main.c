@@ -149,10 +149,10 @@ static int cmd_profile(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
-#define NEED_VALUE()                                          \
-  do {                                                        \
+#define NEED_VALUE()                                                    \
+  do {                                                                  \
     if (!v) return lukv_cli_usage(PROG, "option %s needs a value", a); \
-    i++;                                                      \
+    i++;                                                                \
   } while (0)
 #define INT_OPT(name, lo, var)                                                         \
   else if (!strcmp(a, name)) {                                                         \

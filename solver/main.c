@@ -192,10 +192,10 @@ static int cmd_solve(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
-#define NEED_VALUE()                                                   \
-  do {                                                                 \
-    if (!v) return lukv_cli_usage(PROG, "option %s needs a value", a);          \
-    i++;                                                               \
+#define NEED_VALUE()                                                    \
+  do {                                                                  \
+    if (!v) return lukv_cli_usage(PROG, "option %s needs a value", a); \
+    i++;                                                                \
   } while (0)
     if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
       NEED_VALUE();
@@ -307,21 +307,33 @@ static int cmd_solve(int argc, char **argv) {
   return 0;
 }
 
-static int cmd_show(int argc, char **argv) {
-  const char *path = NULL;
-  double rho = 0.8;
+/* The subcommands' shape: one file and one option taking a value. On a usage
+ * error returns 2 (already printed); else 0 with *path / *value set (*value
+ * left as given when the option is absent). */
+static int parse_file_and_option(int argc, char **argv, const char *option, const char **path,
+                                 const char **value) {
+  *path = NULL;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--ratio")) {
+    if (!strcmp(argv[i], option)) {
       if (i + 1 >= argc) return lukv_cli_usage(PROG, "option %s needs a value", argv[i]);
-      if (parse_double(argv[++i], &rho)) return lukv_cli_usage(PROG, "cannot parse --ratio '%s'", argv[i]);
+      *value = argv[++i];
     } else if (argv[i][0] == '-' && argv[i][1]) {
       return lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
-    } else if (!path) {
-      path = argv[i];
+    } else if (!*path) {
+      *path = argv[i];
     } else {
       return lukv_cli_usage(PROG, "unexpected argument '%s'", argv[i]);
     }
   }
+  return 0;
+}
+
+static int cmd_show(int argc, char **argv) {
+  const char *path, *ratio_arg = NULL;
+  double rho = 0.8;
+  if (parse_file_and_option(argc, argv, "--ratio", &path, &ratio_arg)) return 2;
+  if (ratio_arg && parse_double(ratio_arg, &rho))
+    return lukv_cli_usage(PROG, "cannot parse --ratio '%s'", ratio_arg);
   if (!path) return lukv_cli_usage(PROG, "%s", "show: missing BUDGETS");
   lukv_error err;
   lukv_error_clear(&err);
@@ -361,19 +373,8 @@ static int cmd_show(int argc, char **argv) {
 }
 
 static int cmd_export(int argc, char **argv) {
-  const char *path = NULL, *npy = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--npy")) {
-      if (i + 1 >= argc) return lukv_cli_usage(PROG, "option %s needs a value", argv[i]);
-      npy = argv[++i];
-    } else if (argv[i][0] == '-' && argv[i][1]) {
-      return lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
-    } else if (!path) {
-      path = argv[i];
-    } else {
-      return lukv_cli_usage(PROG, "unexpected argument '%s'", argv[i]);
-    }
-  }
+  const char *path, *npy = NULL;
+  if (parse_file_and_option(argc, argv, "--npy", &path, &npy)) return 2;
   if (!path) return lukv_cli_usage(PROG, "%s", "export: missing BUDGETS");
   if (!npy) return lukv_cli_usage(PROG, "%s", "export: missing --npy OUT.npy");
   lukv_error err;
