@@ -16,17 +16,21 @@
 #include "rt_backend.h"
 #include "rt_bf16.h"
 
-static int cpu_alloc(size_t bytes, void **ptr, lukv_error *err) {
+static int cpu_alloc(void *ctx, size_t bytes, void **ptr, lukv_error *err) {
+  (void)ctx;
   *ptr = malloc(bytes ? bytes : 1);
   if (!*ptr)
     return lukv_error_set(err, LUKV_ERR_NOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
   return LUKV_OK;
 }
 
-static void cpu_free(void *ptr) { free(ptr); }
+static void cpu_free(void *ctx, void *ptr) {
+  (void)ctx;
+  free(ptr);
+}
 
-static int cpu_to_host(void *dst, const void *src, size_t bytes, lukv_error *err) {
-  (void)err;
+static int cpu_to_host(void *ctx, void *dst, const void *src, size_t bytes, lukv_error *err) {
+  (void)ctx, (void)err;
   if (bytes) memcpy(dst, src, bytes);
   return LUKV_OK;
 }
@@ -87,7 +91,8 @@ static int max_len(const int32_t *context_len, int B) {
   return m;
 }
 
-static int cpu_score(const lukv_rt_score_job *job, float *scores, lukv_error *err) {
+static int cpu_score(void *ctx, const lukv_rt_score_job *job, float *scores, lukv_error *err) {
+  (void)ctx;
   const int B = job->dims.B, Hkv = job->dims.Hkv, Hq = job->dims.Hq, d = job->dims.d;
   const int group = Hq / Hkv, tm = job->t_max, w = job->window;
   const int Tm = max_len(job->context_len, B);
@@ -134,7 +139,8 @@ static int ranked_cmp(const void *x, const void *y) {
   return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
-static int cpu_select(const lukv_rt_select_job *job, lukv_error *err) {
+static int cpu_select(void *ctx, const lukv_rt_select_job *job, lukv_error *err) {
+  (void)ctx;
   const int B = job->dims.B, Hkv = job->dims.Hkv, tm = job->t_max;
   const int s = job->sink, w = job->window, Tm = max_len(job->context_len, B);
   ranked *mid = malloc(sizeof *mid * (size_t)Tm);
@@ -170,9 +176,9 @@ static int cpu_select(const lukv_rt_select_job *job, lukv_error *err) {
   return LUKV_OK;
 }
 
-static int cpu_gather(const lukv_rt_dims *dims, const lukv_rt_layer *layer, const void *k_src,
-                      const void *v_src, int t_max, lukv_error *err) {
-  (void)err;
+static int cpu_gather(void *ctx, const lukv_rt_dims *dims, const lukv_rt_layer *layer,
+                      const void *k_src, const void *v_src, int t_max, lukv_error *err) {
+  (void)ctx, (void)err;
   const int Hkv = dims->Hkv, d = dims->d;
   const size_t row = sizeof(uint16_t) * (size_t)d;
   const uint16_t *K = k_src, *V = v_src;
@@ -191,9 +197,9 @@ static int cpu_gather(const lukv_rt_dims *dims, const lukv_rt_layer *layer, cons
   return LUKV_OK;
 }
 
-static int cpu_append(const lukv_rt_dims *dims, const lukv_rt_layer *layer, const void *k_new,
-                      const void *v_new, lukv_error *err) {
-  (void)err;
+static int cpu_append(void *ctx, const lukv_rt_dims *dims, const lukv_rt_layer *layer,
+                      const void *k_new, const void *v_new, lukv_error *err) {
+  (void)ctx, (void)err;
   const int d = dims->d;
   const size_t row = sizeof(uint16_t) * (size_t)d;
   const uint16_t *K = k_new, *V = v_new; /* [B, Hkv, d]: row sgi is segment sgi's */
@@ -207,8 +213,9 @@ static int cpu_append(const lukv_rt_dims *dims, const lukv_rt_layer *layer, cons
   return LUKV_OK;
 }
 
-static int cpu_decode(const lukv_rt_dims *dims, const lukv_rt_layer *layer, const void *q,
-                      void *out, float scale, lukv_error *err) {
+static int cpu_decode(void *ctx, const lukv_rt_dims *dims, const lukv_rt_layer *layer,
+                      const void *q, void *out, float scale, lukv_error *err) {
+  (void)ctx;
   const int B = dims->B, Hkv = dims->Hkv, Hq = dims->Hq, d = dims->d, group = Hq / Hkv;
   int max_len = 1;
   for (int i = 0; i < B * Hkv; i++)

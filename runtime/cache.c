@@ -17,6 +17,7 @@ struct lukv_cache {
   char *model_hash;        /* owned copy or NULL */
   lukv_rt_dims dims;
   const lukv_rt_backend *be;
+  void *be_ctx;            /* the backend's per-cache state (NULL on CPU) */
   lukv_rt_layer *layers;   /* [L] */
   char msg[LUKV_RT_MSG];   /* last failure, "" if none */
 };
@@ -51,9 +52,11 @@ const char *lukv_cache_errmsg(const lukv_cache *cache) { return cache ? cache->m
 
 /* ---- create / destroy ---------------------------------------------------- */
 
-static void layer_free(const lukv_rt_backend *be, lukv_rt_layer *ly) {
-  if (ly->k) be->free(ly->k);
-  if (ly->v) be->free(ly->v);
+static void layer_free(const lukv_cache *c, lukv_rt_layer *ly) {
+  const lukv_rt_backend *be = c->be;
+  if (ly->dev && be->layer_fini) be->layer_fini(c->be_ctx, ly);
+  if (ly->k) be->free(c->be_ctx, ly->k);
+  if (ly->v) be->free(c->be_ctx, ly->v);
   free(ly->seg);
   free(ly->pos);
   memset(ly, 0, sizeof *ly);
@@ -79,13 +82,22 @@ static int check_config(const lukv_cache_config *c, lukv_error *e) {
   if (c->dtype != LUKV_KV_BF16)
     return lukv_error_set(e, LUKV_ERR_INVALID, "%s: unknown dtype %d (bf16 is %d)", who,
                           (int)c->dtype, (int)LUKV_KV_BF16);
+#if !LUKV_HAVE_CUDA
   if (c->backend == LUKV_BACKEND_CUDA)
     return lukv_error_set(e, LUKV_ERR_UNSUPPORTED,
-                          LUKV_HAVE_CUDA
-                              ? "%s: the CUDA backend is not implemented yet; use LUKV_BACKEND_CPU"
-                              : "%s: this build has no CUDA backend (configured without CUDA)",
+                          "%s: this build of liblukv has no CUDA backend (configured without "
+                          "CUDA: meson -Dcuda=enabled needs nvcc); use LUKV_BACKEND_CPU",
                           who);
-  if (c->backend != LUKV_BACKEND_CPU)
+#else
+  /* The CUDA kernels move rows as 16-byte vectors, 8 bf16 per thread, at
+   * most 32 threads per row. */
+  if (c->backend == LUKV_BACKEND_CUDA && (c->head_dim % 8 != 0 || c->head_dim > 256))
+    return lukv_error_set(e, LUKV_ERR_UNSUPPORTED,
+                          "%s: the CUDA backend needs head_dim a multiple of 8 and <= 256, "
+                          "not %d; use LUKV_BACKEND_CPU",
+                          who, c->head_dim);
+#endif
+  if (c->backend != LUKV_BACKEND_CPU && c->backend != LUKV_BACKEND_CUDA)
     return lukv_error_set(e, LUKV_ERR_INVALID, "%s: unknown backend %d", who, (int)c->backend);
   /* Capacities are int32 and the worst layer must be addressable in bytes:
    * B * Hkv * (max_context + reserve) rows of d bf16, twice (K and V). Every
@@ -128,13 +140,21 @@ int lukv_cache_create(const lukv_cache_config *cfg, lukv_cache **out) {
   c->dims = (lukv_rt_dims){.L = cfg->n_layers, .Hkv = cfg->n_kv_heads, .Hq = cfg->n_q_heads,
                            .d = cfg->head_dim, .B = cfg->batch};
   c->be = &lukv_rt_backend_cpu;
+#if LUKV_HAVE_CUDA
+  if (cfg->backend == LUKV_BACKEND_CUDA) c->be = &lukv_rt_backend_cuda;
+#endif
+  if (c->be->init && (rc = c->be->init(&c->dims, cfg->decode_reserve, &c->be_ctx, &e)) != LUKV_OK) {
+    free(c->layers), free(c->model_hash), free(c);
+    return lukv_rt_keep_msg(create_msg, rc, &e);
+  }
   *out = c;
   return LUKV_OK;
 }
 
 void lukv_cache_destroy(lukv_cache *cache) {
   if (!cache) return;
-  for (int l = 0; l < cache->dims.L; l++) layer_free(cache->be, &cache->layers[l]);
+  for (int l = 0; l < cache->dims.L; l++) layer_free(cache, &cache->layers[l]);
+  if (cache->be->fini) cache->be->fini(cache->be_ctx);
   free(cache->layers);
   free(cache->model_hash);
   free(cache);
@@ -142,7 +162,7 @@ void lukv_cache_destroy(lukv_cache *cache) {
 
 int lukv_cache_reset(lukv_cache *cache) {
   if (!cache) return LUKV_ERR_INVALID;
-  for (int l = 0; l < cache->dims.L; l++) layer_free(cache->be, &cache->layers[l]);
+  for (int l = 0; l < cache->dims.L; l++) layer_free(cache, &cache->layers[l]);
   return LUKV_OK;
 }
 
@@ -269,14 +289,14 @@ static int resolve(const lukv_cache *c, const lukv_compress_args *a, const char 
 static int run_score(const lukv_cache *c, const lukv_compress_args *a, const resolved *r,
                      float **scores, lukv_error *e) {
   const size_t n = (size_t)c->dims.B * c->dims.Hkv * (size_t)r->t_max;
-  int rc = c->be->alloc(n * sizeof(float), (void **)scores, e);
+  int rc = c->be->alloc(c->be_ctx, n * sizeof(float), (void **)scores, e);
   if (rc != LUKV_OK) return rc;
   lukv_rt_score_job job = {.dims = c->dims, .k = a->k, .q_window = a->q_window,
                            .t_max = r->t_max, .context_len = r->T, .scorer = r->scorer,
                            .window = r->window, .pool_kernel = r->pool_kernel, .scale = r->scale};
-  rc = c->be->score(&job, *scores, e);
+  rc = c->be->score(c->be_ctx, &job, *scores, e);
   if (rc != LUKV_OK) {
-    c->be->free(*scores);
+    c->be->free(c->be_ctx, *scores);
     *scores = NULL;
   }
   return rc;
@@ -363,7 +383,7 @@ static int adakv_counts(const lukv_cache *c, const lukv_compress_args *a, const 
   const size_t n = (size_t)B * H * (size_t)r->t_max;
   float *host = malloc(n * sizeof *host); /* the allocator runs on the host */
   if (!host) return lukv_error_set(e, LUKV_ERR_NOMEM, "lukv_compress: out of memory");
-  int rc = c->be->to_host(host, scores, n * sizeof *host, e);
+  int rc = c->be->to_host(c->be_ctx, host, scores, n * sizeof *host, e);
   for (int b = 0; b < B && rc == LUKV_OK; b++) {
     rc = lukv_rt_keep_adakv(H, r->T[b], a->ratio, r->sink, r->window, a->adakv_alpha,
                             host + (size_t)b * H * r->t_max, r->t_max, keep + (size_t)b * H);
@@ -406,7 +426,7 @@ static int compress_impl(lukv_cache *c, const lukv_compress_args *a, lukv_error 
 
   /* The old segments go first: a new prompt replaces them, and the peak
    * memory is then one layer's new buffers, not old + new. */
-  layer_free(c->be, &c->layers[a->layer]);
+  layer_free(c, &c->layers[a->layer]);
   if (!(ly.seg = calloc((size_t)B * H, sizeof *ly.seg))) {
     rc = lukv_error_set(e, LUKV_ERR_NOMEM, "%s: out of memory", who);
     goto done;
@@ -421,20 +441,23 @@ static int compress_impl(lukv_cache *c, const lukv_compress_args *a, lukv_error 
   }
   const size_t bytes = (size_t)ly.rows * (size_t)d * sizeof(uint16_t);
   if (!(ly.pos = malloc(sizeof *ly.pos * (size_t)(ly.rows ? ly.rows : 1))) ||
-      (rc = c->be->alloc(bytes, &ly.k, e)) || (rc = c->be->alloc(bytes, &ly.v, e))) {
+      (rc = c->be->alloc(c->be_ctx, bytes, &ly.k, e)) ||
+      (rc = c->be->alloc(c->be_ctx, bytes, &ly.v, e))) {
     if (rc == LUKV_OK) rc = lukv_error_set(e, LUKV_ERR_NOMEM, "%s: out of memory", who);
     goto done;
   }
+  if (c->be->layer_init && (rc = c->be->layer_init(c->be_ctx, &ly, e))) goto done;
   lukv_rt_select_job sj = {.dims = c->dims, .scores = scores, .t_max = r.t_max,
                            .context_len = r.T, .sink = r.sink, .window = r.window, .layer = &ly};
-  if ((rc = c->be->select(&sj, e)) || (rc = c->be->gather(&c->dims, &ly, a->k, a->v, r.t_max, e)))
+  if ((rc = c->be->select(c->be_ctx, &sj, e)) ||
+      (rc = c->be->gather(c->be_ctx, &c->dims, &ly, a->k, a->v, r.t_max, e)))
     goto done;
   ly.compressed = 1;
   c->layers[a->layer] = ly;
   memset(&ly, 0, sizeof ly);
 done:
-  if (ly.seg || ly.pos || ly.k || ly.v) layer_free(c->be, &ly);
-  if (scores) c->be->free(scores);
+  if (ly.seg || ly.pos || ly.k || ly.v || ly.dev) layer_free(c, &ly);
+  if (scores) c->be->free(c->be_ctx, scores);
   free(keep);
   free(r.T);
   return rc;
@@ -458,9 +481,9 @@ int lukv_compress_scores(lukv_cache *cache, const lukv_compress_args *a, float *
     rc = lukv_error_set(&e, LUKV_ERR_INVALID, "lukv_compress_scores: scores is NULL");
   if (rc == LUKV_OK) rc = run_score(cache, a, &r, &dev, &e);
   if (rc == LUKV_OK)
-    rc = cache->be->to_host(scores, dev,
+    rc = cache->be->to_host(cache->be_ctx, scores, dev,
                             sizeof *scores * (size_t)cache->dims.B * cache->dims.Hkv * r.t_max, &e);
-  if (dev) cache->be->free(dev);
+  if (dev) cache->be->free(cache->be_ctx, dev);
   free(r.T);
   return lukv_rt_keep_msg(cache->msg, rc, &e);
 }
@@ -502,8 +525,11 @@ int lukv_append(lukv_cache *cache, int layer, const void *k_new, const void *v_n
                      cache->cfg.decode_reserve);
       return lukv_rt_keep_msg(cache->msg, e.status, &e);
     }
-  int rc = cache->be->append(&cache->dims, ly, k_new, v_new, &e);
+  int rc = cache->be->append(cache->be_ctx, &cache->dims, ly, k_new, v_new, &e);
   if (rc != LUKV_OK) return lukv_rt_keep_msg(cache->msg, rc, &e);
+  /* Recorded into a CUDA graph, not run: the rows land when the graph is
+   * replayed, and lukv_cache_sync brings the host lengths up to date. */
+  if (cache->be->capturing && cache->be->capturing(cache->be_ctx)) return LUKV_OK;
   for (int i = 0; i < cache->dims.B * H; i++) {
     lukv_segment *sg = &ly->seg[i];
     ly->pos[sg->offset + sg->length] = sg->context_len + (sg->length - sg->keep);
@@ -526,7 +552,7 @@ int lukv_decode_attention(lukv_cache *cache, int layer, const void *q, void *out
                    (double)scale);
   if (e.status != LUKV_OK) return lukv_rt_keep_msg(cache->msg, e.status, &e);
   if (scale == 0.0f) scale = (float)(1.0 / sqrt((double)cache->dims.d));
-  int rc = cache->be->decode(&cache->dims, ly, q, out, scale, &e);
+  int rc = cache->be->decode(cache->be_ctx, &cache->dims, ly, q, out, scale, &e);
   return lukv_rt_keep_msg(cache->msg, rc, &e);
 }
 
@@ -589,8 +615,8 @@ int lukv_cache_read_segment(lukv_cache *cache, int layer, int seq, int head, voi
   const size_t row = sizeof(uint16_t) * (size_t)cache->dims.d;
   const size_t at = (size_t)sg->offset * row, n = (size_t)sg->length * row;
   int rc = LUKV_OK;
-  if (k) rc = cache->be->to_host(k, (const char *)ly->k + at, n, &e);
-  if (v && rc == LUKV_OK) rc = cache->be->to_host(v, (const char *)ly->v + at, n, &e);
+  if (k) rc = cache->be->to_host(cache->be_ctx, k, (const char *)ly->k + at, n, &e);
+  if (v && rc == LUKV_OK) rc = cache->be->to_host(cache->be_ctx, v, (const char *)ly->v + at, n, &e);
   if (positions && rc == LUKV_OK && sg->length)
     memcpy(positions, ly->pos + sg->offset, sizeof *positions * (size_t)sg->length);
   return lukv_rt_keep_msg(cache->msg, rc, &e);
@@ -606,4 +632,58 @@ int lukv_cache_layer_buffers(lukv_cache *cache, int layer, void **k, void **v, i
   if (v) *v = ly->v;
   if (rows) *rows = ly->rows;
   return LUKV_OK;
+}
+
+/* ---- streams and graphs (CUDA) ------------------------------------------- */
+
+int lukv_cache_set_stream(lukv_cache *cache, void *stream) {
+  if (!cache) return LUKV_ERR_INVALID;
+  lukv_error e;
+  lukv_error_clear(&e);
+  int rc = LUKV_OK;
+  if (cache->be->set_stream)
+    rc = cache->be->set_stream(cache->be_ctx, stream, &e);
+  else if (stream)
+    rc = lukv_error_set(&e, LUKV_ERR_UNSUPPORTED,
+                        "lukv_cache_set_stream: the %s backend has no streams (pass NULL)",
+                        cache->be->name);
+  return lukv_rt_keep_msg(cache->msg, rc, &e);
+}
+
+int lukv_cache_sync(lukv_cache *cache) {
+  if (!cache) return LUKV_ERR_INVALID;
+  lukv_error e;
+  lukv_error_clear(&e);
+  if (!cache->be->sync_layer) return LUKV_OK;
+  if (cache->be->capturing && cache->be->capturing(cache->be_ctx)) {
+    lukv_error_set(&e, LUKV_ERR_INVALID,
+                   "lukv_cache_sync: the cache's stream is being captured; call it after "
+                   "cudaStreamEndCapture");
+    return lukv_rt_keep_msg(cache->msg, e.status, &e);
+  }
+  const int H = cache->dims.Hkv;
+  int rc = LUKV_OK, first_overflow = -1;
+  for (int l = 0; l < cache->dims.L && rc == LUKV_OK; l++) {
+    lukv_rt_layer *ly = &cache->layers[l];
+    if (!ly->compressed) continue;
+    int32_t appended = 0;
+    int overflow = 0;
+    rc = cache->be->sync_layer(cache->be_ctx, ly, &appended, &overflow, &e);
+    if (rc != LUKV_OK) break;
+    if (overflow && first_overflow < 0) first_overflow = l;
+    for (int i = 0; i < cache->dims.B * H; i++) {
+      lukv_segment *sg = &ly->seg[i];
+      /* The device never counts past decode_reserve, so keep + appended <= capacity. */
+      const int32_t len = sg->keep + appended;
+      for (int32_t r = sg->length; r < len; r++)
+        ly->pos[sg->offset + r] = sg->context_len + (r - sg->keep);
+      sg->length = len;
+    }
+  }
+  if (rc == LUKV_OK && first_overflow >= 0)
+    rc = lukv_error_set(&e, LUKV_ERR_RANGE,
+                        "lukv_cache_sync: a replayed append found layer %d full (decode_reserve "
+                        "%d used up); its rows were dropped",
+                        first_overflow, cache->cfg.decode_reserve);
+  return lukv_rt_keep_msg(cache->msg, rc, &e);
 }

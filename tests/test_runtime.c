@@ -573,8 +573,11 @@ START_TEST(create_errors) {
                 &cfg.max_context, &cfg.decode_reserve};
     if (bad[i].field < 7)
       *f[bad[i].field] = bad[i].value;
-    else if (bad[i].field == 7)
+    else if (bad[i].field == 7) {
       cfg.backend = (lukv_backend_kind)bad[i].value;
+      /* CUDA needs head_dim % 8 == 0: unsupported in every build, device or not. */
+      if (cfg.backend == LUKV_BACKEND_CUDA) cfg.head_dim = 4;
+    }
     else
       cfg.dtype = (lukv_kv_dtype)bad[i].value;
     if (bad[i].field == 5 && bad[i].value == INT32_MAX) cfg.decode_reserve = 1;

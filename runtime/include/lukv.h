@@ -14,8 +14,9 @@
  *     lukv_decode_attention  q [B, Hq, d] -> out [B, Hq, d]
  *   lukv_cache_memory  bytes held vs a full cache
  *
- * Step-by-step integration guide: docs/runtime.md. Example:
- * runtime/examples/minimal.c.
+ * Step-by-step integration guide: docs/runtime.md. Examples:
+ * runtime/examples/minimal.c (CPU), runtime/examples/minimal_cuda.c (CUDA,
+ * with a captured decode step).
  *
  * Conventions (sqlite / libuv style)
  *   - Handles are opaque. Every create/open has a destroy/close; passing NULL
@@ -45,9 +46,34 @@
  *     kept.
  *   - KV data is bf16 (IEEE binary32 with the low 16 bits dropped, stored as
  *     uint16_t), the engines' usual storage type. Arithmetic is in f32.
- *   - Backends: LUKV_BACKEND_CPU takes host pointers everywhere. The CUDA
- *     backend (next step, not in this build) will take device pointers for
- *     tensor arguments and keep host pointers for small integer arrays.
+ *   - Backends: LUKV_BACKEND_CPU takes host pointers everywhere.
+ *     LUKV_BACKEND_CUDA (only in a build configured with CUDA; elsewhere
+ *     lukv_cache_create refuses it with LUKV_ERR_UNSUPPORTED) takes device
+ *     pointers for tensor arguments (k, v, q_window, q, out, k_new, v_new;
+ *     16-byte aligned, as cudaMalloc returns them) and host pointers for
+ *     small integer arrays (context_len, keep, positions) and for the
+ *     scores of lukv_compress_scores. It runs on the device current when
+ *     the cache was created, on the stream set with lukv_cache_set_stream
+ *     (default: the legacy default stream). Calls return once the work is
+ *     queued: outputs are ready in stream order, except where a call copies
+ *     to the host (lukv_compress, lukv_compress_scores,
+ *     lukv_cache_read_segment, lukv_cache_sync), which waits.
+ *   - CUDA graphs (CUDA backend): lukv_append and lukv_decode_attention
+ *     allocate nothing, never wait for the device and read every segment
+ *     length from device memory, so a decode step may be captured
+ *     (cudaStreamBeginCapture on the cache's stream) and replayed: each
+ *     replay of a captured lukv_append writes the next row of every segment
+ *     (the append kernel advances a per-layer device counter itself), and
+ *     a captured lukv_decode_attention attends to the rows present at
+ *     replay time. While capturing, the host's segment lengths are not
+ *     advanced; after replays call lukv_cache_sync before reading lengths
+ *     (lukv_cache_segment, lukv_cache_read_segment) or calling lukv_append
+ *     uncaptured. A replayed append on a full layer writes nothing and
+ *     raises a flag that the next lukv_cache_sync reports (LUKV_ERR_RANGE):
+ *     replay at most decode_reserve - (rows appended so far) times.
+ *     Compression, lukv_cache_reset and lukv_cache_destroy free buffers a
+ *     graph points to: capture after the last lukv_compress of the batch
+ *     and re-capture after any of them. Nothing else may be captured.
  */
 #ifndef LUKV_H
 #define LUKV_H
@@ -134,7 +160,9 @@ typedef struct lukv_cache lukv_cache;
 
 typedef enum lukv_backend_kind {
   LUKV_BACKEND_CPU = 0,  /* plain-C reference: host memory, single thread */
-  LUKV_BACKEND_CUDA = 1  /* planned: LUKV_ERR_UNSUPPORTED in this build */
+  LUKV_BACKEND_CUDA = 1  /* device memory (see "Backends" above); head_dim a multiple
+                          * of 8 and <= 256; LUKV_ERR_UNSUPPORTED in a build
+                          * without CUDA or with no usable device */
 } lukv_backend_kind;
 
 typedef enum lukv_kv_dtype {
@@ -172,7 +200,9 @@ void lukv_cache_config_init(lukv_cache_config *cfg);
  * (lukv_cache_destroy); on failure NULL (text: lukv_cache_errmsg(NULL)).
  * Errors: LUKV_ERR_INVALID (NULL, a field out of range, Hq % Hkv != 0),
  * LUKV_ERR_TOO_LARGE (the worst-case layer would not be addressable),
- * LUKV_ERR_UNSUPPORTED (LUKV_BACKEND_CUDA in this build), LUKV_ERR_NOMEM. */
+ * LUKV_ERR_UNSUPPORTED (LUKV_BACKEND_CUDA in a build without CUDA, on a
+ * machine without a usable device, or with a head_dim the kernels do not
+ * take), LUKV_ERR_CUDA (a CUDA call failed), LUKV_ERR_NOMEM. */
 int lukv_cache_create(const lukv_cache_config *cfg, lukv_cache **out);
 
 /* Frees the cache and all its segment storage; NULL is a no-op. */
@@ -220,7 +250,7 @@ typedef struct lukv_compress_args {
   int layer;             /* 0 <= layer < L */
   /* Prefill keys (RoPE already applied) and values of this layer,
    * [B, Hkv, t_max, d] bf16; rows t >= T_b of sequence b are ignored.
-   * Borrowed; CPU backend: host memory. */
+   * Borrowed; CPU backend: host memory; CUDA: device memory. */
   const void *k;
   const void *v;
   /* Observation-window queries (RoPE applied) [B, Hq, w, d] bf16: row i of
@@ -296,8 +326,13 @@ int lukv_compress_scores(lukv_cache *cache, const lukv_compress_args *a, float *
  * Engines append the current token before calling lukv_decode_attention for
  * it. All-or-nothing: if any segment is full (length == capacity) nothing is
  * written and LUKV_ERR_RANGE is returned.
- * Errors: LUKV_ERR_INVALID (NULL, bad layer, layer not compressed),
- * LUKV_ERR_RANGE (a segment full). */
+ * CUDA: the row lands at offset + keep + the device's count of rows appended
+ * to the layer (see "CUDA graphs" above); the fullness check uses the host
+ * lengths, which match the device unless captured appends were replayed
+ * without a lukv_cache_sync.
+ * Errors: LUKV_ERR_INVALID (NULL, bad layer, layer not compressed, CUDA: a
+ * pointer not 16-byte aligned), LUKV_ERR_RANGE (a segment full),
+ * LUKV_ERR_CUDA (a launch failed). */
 int lukv_append(lukv_cache *cache, int layer, const void *k_new, const void *v_new);
 
 /* Decode attention of one query token per sequence over its compacted
@@ -305,8 +340,9 @@ int lukv_append(lukv_cache *cache, int layer, const void *k_new, const void *v_n
  * rows i of segment (b, q / (Hq/Hkv)).
  * q: borrowed [B, Hq, d] bf16; out: caller-owned [B, Hq, d] bf16 (an empty
  * segment gives zeros); scale: 0 means 1/sqrt(d).
+ * CUDA: split-KV flash-decoding; segment lengths are read on the device.
  * Errors: LUKV_ERR_INVALID (NULL, bad layer, layer not compressed, scale
- * NaN or negative). */
+ * NaN or negative, CUDA: a pointer not 16-byte aligned), LUKV_ERR_CUDA. */
 int lukv_decode_attention(lukv_cache *cache, int layer, const void *q, void *out, float scale);
 
 /* Memory of the compressed layers, K and V payload in bytes (exact):
@@ -343,7 +379,7 @@ int lukv_cache_read_segment(lukv_cache *cache, int layer, int seq, int head, voi
 
 /* The layer's raw K and V buffers, [rows, d] bf16 each, in backend memory
  * (CPU: host), for engines bringing their own attention kernel with
- * lukv_cache_segment's offsets and lengths. Owned by the cache; valid until
+ * lukv_cache_segment's offsets and lengths (CUDA: device pointers). Owned by the cache; valid until
  * the layer is recompressed, lukv_cache_reset or lukv_cache_destroy —
  * appends never move them. Any out pointer may be NULL.
  * Errors: LUKV_ERR_INVALID (NULL cache, bad layer, layer not compressed). */
@@ -352,6 +388,21 @@ int lukv_cache_layer_buffers(lukv_cache *cache, int layer, void **k, void **v, i
 /* Frees every layer's segments (back to the state after create), e.g.
  * before compressing a new batch. */
 int lukv_cache_reset(lukv_cache *cache);
+
+/* CUDA backend: the stream (a cudaStream_t passed as void *) that all later
+ * work of the cache is queued on; NULL: the legacy default stream. Capture
+ * needs a stream of your own. The cache keeps the handle, not ownership:
+ * the stream must outlive its use by the cache.
+ * Errors: LUKV_ERR_UNSUPPORTED (a non-NULL stream on the CPU backend). */
+int lukv_cache_set_stream(lukv_cache *cache, void *stream);
+
+/* Waits for the cache's queued work and brings the host's view of every
+ * compressed layer (segment lengths, positions of appended rows) up to the
+ * device's, e.g. after replaying a captured decode step. A no-op on the CPU
+ * backend. Must not be called while the stream is being captured.
+ * Errors: LUKV_ERR_RANGE (a replayed append found a layer full and dropped
+ * its rows; reported once), LUKV_ERR_INVALID (capturing), LUKV_ERR_CUDA. */
+int lukv_cache_sync(lukv_cache *cache);
 
 /* ======================================================================== */
 /* bf16 helpers                                                             */
