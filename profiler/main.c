@@ -24,6 +24,9 @@
 #include "model.h"
 #include "progress.h"
 #include "stats.h"
+#if LUKV_HAVE_CUDA
+#include "stats_cuda.h"
+#endif
 
 #define PROG "lukv-profile"
 #define DEFAULT_MODEL "data/models/lukv-tiny"
@@ -107,6 +110,9 @@ typedef struct tap_ctx {
   int sample;  /* row of the profile being filled */
   int T_ctx, F;
   float scale;
+#if LUKV_HAVE_CUDA
+  lukv_stats_cuda *gpu; /* the statistics' scratch when the model runs on CUDA */
+#endif
   lukv_error err; /* the profiler's own message, preferred over the engine's */
 } tap_ctx;
 
@@ -120,6 +126,14 @@ static int on_layer(void *user, const lukv_tap_info *info) {
     return lukv_error_set(&c->err, LUKV_ERR_INVALID,
                           "tap: layer %d has %d rows at position %d, expected %d at 0", info->layer,
                           info->T, info->pos0, c->T_ctx + c->F);
+  if (info->device == LUKV_DEVICE_CUDA) {
+    /* Device pointers: the statistics run where the tensors are. */
+#if LUKV_HAVE_CUDA
+    if (c->gpu) return lukv_profile_add_layer_cuda(c->gpu, c->prof, c->sample, info->layer, &x, &c->err);
+#endif
+    return lukv_error_set(&c->err, LUKV_ERR_UNSUPPORTED,
+                          "tap: layer %d: device tensors but no CUDA statistics context", info->layer);
+  }
   return lukv_profile_add_layer(c->prof, c->sample, info->layer, &x, &c->err);
 }
 
@@ -377,6 +391,9 @@ static int cmd_profile(int argc, char **argv) {
 
   tap_ctx ctx = {.prof = &prof, .T_ctx = T, .F = F, .scale = 1.0f / sqrtf((float)cfg->head_dim)};
   lukv_error_clear(&ctx.err);
+#if LUKV_HAVE_CUDA
+  if (rc == LUKV_OK && device == LUKV_DEVICE_CUDA) rc = lukv_stats_cuda_create(&ctx.gpu, &err);
+#endif
   lukv_forward_opts fo = {.tap = on_layer, .tap_user = &ctx, .last_logits_only = 1};
   lukv_progress prog;
   lukv_progress_init(&prog, "tokens", quiet);
@@ -453,6 +470,9 @@ static int cmd_profile(int argc, char **argv) {
   }
   free(toks);
   free(used);
+#if LUKV_HAVE_CUDA
+  lukv_stats_cuda_destroy(ctx.gpu);
+#endif
   lukv_profile_free(&prof);
   lukv_model_destroy(m);
   lukv_corpus_free(&corpus);

@@ -135,8 +135,8 @@ int lukv_stats_utility(const lukv_layer_view *x, const float *vnorm, lukv_utilit
   return LUKV_OK;
 }
 
-static int check_params(const lukv_layer_view *x, const lukv_stats_params *p, const char *who,
-                        lukv_error *err) {
+int lukv_stats_check_params(const lukv_layer_view *x, const lukv_stats_params *p, const char *who,
+                            lukv_error *err) {
   if (!p) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: params is NULL", who);
   if (p->sink < 0 || p->window < 0)
     return lukv_error_set(err, LUKV_ERR_INVALID, "%s: sink %d and window %d must be >= 0", who,
@@ -167,7 +167,7 @@ static int check_params(const lukv_layer_view *x, const lukv_stats_params *p, co
  * rounding error only and keeps what the previous steps established (a max
  * of two non-increasing curves is non-increasing, both are `total` at the
  * start and 0 at the end). */
-static void guard_curve(float *c, const float *oracle, int G, int T_ctx, int s, int w) {
+void lukv_stats_guard_curve(float *c, const float *oracle, int G, int T_ctx, int s, int w) {
   for (int g = 0; g <= G && lukv_keep_count(g, G, T_ctx, s, w) == 0; g++) c[g] = oracle[0];
   for (int g = 1; g <= G; g++)
     if (c[g] > c[g - 1]) c[g] = c[g - 1];
@@ -182,7 +182,7 @@ int lukv_layer_stats(const lukv_layer_view *x, const lukv_stats_params *p, int n
   const char *who = "lukv_layer_stats";
   int rc = lukv_stats_check_view(x, "qkvlo", who, err);
   if (rc != LUKV_OK) return rc;
-  if ((rc = check_params(x, p, who, err)) != LUKV_OK) return rc;
+  if ((rc = lukv_stats_check_params(x, p, who, err)) != LUKV_OK) return rc;
   if (n_scorers < 0 || (n_scorers > 0 && (!scorers || !curves)))
     return lukv_error_set(err, LUKV_ERR_INVALID, "%s: %d scorers but no scorer list or curves", who,
                           n_scorers);
@@ -227,7 +227,7 @@ int lukv_layer_stats(const lukv_layer_view *x, const lukv_stats_params *p, int n
       float *crow = curves[i] + (head0 + h) * (G + 1);
       rc = lukv_stats_curve(u + (size_t)h * T, score + (size_t)h * T, T, s, w, G, crow, NULL, err);
       if (rc != LUKV_OK) goto done;
-      guard_curve(crow, oracle + (head0 + h) * (G + 1), G, T, s, w);
+      lukv_stats_guard_curve(crow, oracle + (head0 + h) * (G + 1), G, T, s, w);
     }
   }
 done:
@@ -235,9 +235,24 @@ done:
   return rc;
 }
 
+static int cpu_layer_stats(void *user, const lukv_layer_view *x, const lukv_stats_params *p,
+                           int n_scorers, const lukv_scorer_id *scorers, int n_samples,
+                           int n_layers, int sample, int layer, float *const *curves,
+                           float *oracle, float *utility_total, lukv_error *err) {
+  (void)user;
+  return lukv_layer_stats(x, p, n_scorers, scorers, n_samples, n_layers, sample, layer, curves,
+                          oracle, utility_total, err);
+}
+
 int lukv_profile_add_layer(lukv_profile *prof, int sample, int layer, const lukv_layer_view *x,
                            lukv_error *err) {
-  const char *who = "lukv_profile_add_layer";
+  return lukv_profile_add_layer_with(prof, sample, layer, x, cpu_layer_stats, NULL,
+                                     "lukv_profile_add_layer", err);
+}
+
+int lukv_profile_add_layer_with(lukv_profile *prof, int sample, int layer,
+                                const lukv_layer_view *x, lukv_layer_stats_fn fn, void *user,
+                                const char *who, lukv_error *err) {
   if (!prof || !x) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: NULL argument", who);
   const lukv_model_id *m = &prof->model;
   if (m->n_kv_heads != x->n_kv_heads || m->n_q_heads != x->n_heads || m->head_dim != x->head_dim)
@@ -266,8 +281,8 @@ int lukv_profile_add_layer(lukv_profile *prof, int sample, int layer, const lukv
   for (int i = 0; i < prof->n_scorers && rc == LUKV_OK; i++)
     rc = lukv_scorer_parse(prof->scorer_names[i] ? prof->scorer_names[i] : "", &ids[i], err);
   if (rc == LUKV_OK)
-    rc = lukv_layer_stats(x, &p, prof->n_scorers, ids, (int)prof->n_samples, m->n_layers, sample,
-                          layer, prof->curves, prof->oracle, prof->utility_total, err);
+    rc = fn(user, x, &p, prof->n_scorers, ids, (int)prof->n_samples, m->n_layers, sample, layer,
+            prof->curves, prof->oracle, prof->utility_total, err);
   free(ids);
   if (rc == LUKV_OK) *tlen = x->T_ctx;
   return rc;

@@ -28,6 +28,32 @@ int lukv_stats_check_view(const lukv_layer_view *x, const char *need, const char
 void lukv_attn_reduce_columns(const lukv_layer_view *x, int q, int r0, int r1, int n_keys,
                               int use_max, float *tile, double *out);
 
+/* The parameter checks of lukv_layer_stats (sink, window, pool kernel, grid,
+ * utility mode against the view); shared with the CUDA twin. */
+int lukv_stats_check_params(const lukv_layer_view *x, const lukv_stats_params *p, const char *who,
+                            lukv_error *err);
+
+/* The rounding guards of lukv_layer_stats (see stats.c) on one scorer curve
+ * c [G+1] against its head's oracle curve [G+1]; shared with the CUDA twin,
+ * which applies them on the host to the curves it copies back. */
+void lukv_stats_guard_curve(float *c, const float *oracle, int G, int T_ctx, int s, int w);
+
+/* lukv_layer_stats' signature with a user pointer: the CPU path or the CUDA
+ * twin (stats_cuda.h, where user is the context). */
+typedef int (*lukv_layer_stats_fn)(void *user, const lukv_layer_view *x,
+                                   const lukv_stats_params *p, int n_scorers,
+                                   const lukv_scorer_id *scorers, int n_samples, int n_layers,
+                                   int sample, int layer, float *const *curves, float *oracle,
+                                   float *utility_total, lukv_error *err);
+
+/* lukv_profile_add_layer with the per-layer statistics done by fn(user, ...):
+ * the same checks of the view against the profile, the same parameters taken
+ * from it, the same bookkeeping of sample_context_len. `who` names the
+ * public caller in messages. */
+int lukv_profile_add_layer_with(lukv_profile *prof, int sample, int layer,
+                                const lukv_layer_view *x, lukv_layer_stats_fn fn, void *user,
+                                const char *who, lukv_error *err);
+
 /* Size of a [a, b] array, 0 on overflow, for malloc calls. */
 size_t lukv_stats_nelem(size_t a, size_t b);
 

@@ -1,0 +1,993 @@
+/* The profiler's statistics on the GPU: the twins of attention.c, stats.c,
+ * scorers.c and curves.c (see stats_cuda.h for the API, docs/profiling.md
+ * "GPU path" for the design).
+ *
+ * Data flow of one layer (all on the context's stream, one synchronisation
+ * at the end):
+ *
+ *   vnorm    gram[q] = W_Oqᵀ W_Oq (cuBLAS strided batch, f32), then per chunk
+ *            of context tokens vm = v · [gram of the group] (cuBLAS strided
+ *            batch over KV heads), k_vnorm_rows: ||·|| in double per (q, j)
+ *            and one double partial sum per block, k_vnorm_sum: the layer sum
+ *            in a fixed order, k_vnorm_scale: divide.
+ *   utility  k_colreduce over the future rows → red [Hq, T_ctx] double
+ *            (max or sum over rows of exp(scale·q·k − lse), per query head),
+ *            k_utility_final: u[h, j] = max_q (float)(red · vnorm).
+ *   snapkv   k_colreduce (sum) over the window rows → red, k_snapkv_final:
+ *            max-pool per query head, mean over the group.
+ *   keydiff  k_keydiff_partial (unit keys summed per chunk of 256 tokens),
+ *            k_keydiff_mean (the mean direction), k_keydiff_score.
+ *   curves   k_curve_keys: a 64-bit key (score descending, index ascending)
+ *            per mid token and curve; cub::DeviceSegmentedRadixSort::SortKeys
+ *            with one segment per (curve, head); k_curve_suffix: gather the
+ *            utilities in that order, suffix sums in double from the end
+ *            (sequential, the CPU's order), sampled at the grid.
+ *   host     the small [(1 + n_scorers)·Hkv, G+1] curves come back and get
+ *            the CPU's rounding guards (lukv_stats_guard_curve).
+ */
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+extern "C" {
+#include "stats_internal.h"
+}
+#include "stats_cuda.h"
+
+namespace {
+
+/* ---- tiles ------------------------------------------------------------------
+ * k_colreduce: a block owns CR_BJ keys of one KV head and walks the rows in
+ * tiles of CR_BR, 256 threads, each a 4 x 4 sub-tile of the CR_BR x CR_BJ
+ * scores (rows ty·4.., keys tx·4..). Q and K tiles live transposed in shared
+ * memory ([e][row] / [e][key], row stride CR_PAD floats, a multiple of 4 so
+ * that a thread reads its 4 rows / 4 keys as one float4). */
+const int CR_BJ = 64, CR_BR = 64, CR_PAD = 68, CR_THREADS = 256;
+/* Largest head dim k_colreduce takes (its shared memory grows with d). */
+const int MAX_HEAD_DIM = 256;
+/* Floats of the vm chunk [Hq, chunk, d]: 64 MiB whatever T is. */
+const size_t VM_FLOATS = (size_t)1 << 24;
+/* Tokens per block of k_keydiff_partial; elements per chunk of k_curve_suffix. */
+const int KD_CHUNK = 256, SUFFIX_CHUNK = 2048;
+/* Scorer curves one call of the curves kernels takes. */
+const int MAX_SCORES = 8;
+/* "No bad index" in the flag arrays (cudaMemset 0xff). */
+const unsigned NONE = 0xffffffffu;
+
+int cuda_fail(lukv_error *err, const char *who, const char *call, cudaError_t e) {
+  return lukv_error_set(err, LUKV_ERR_CUDA, "%s: %s failed: %s (%s)", who, call, cudaGetErrorString(e),
+                        cudaGetErrorName(e));
+}
+
+int blas_fail(lukv_error *err, const char *who, const char *call, cublasStatus_t e) {
+  return lukv_error_set(err, LUKV_ERR_CUDA, "%s: %s failed: %s", who, call, cublasGetStatusString(e));
+}
+
+#define CU(call)                                                      \
+  do {                                                                \
+    cudaError_t e_ = (call);                                          \
+    if (e_ != cudaSuccess) return cuda_fail(err, who, #call, e_);     \
+  } while (0)
+#define LAUNCHED(name)                                                \
+  do {                                                                \
+    cudaError_t e_ = cudaGetLastError();                              \
+    if (e_ != cudaSuccess) return cuda_fail(err, who, name, e_);      \
+  } while (0)
+#define BLAS(call)                                                             \
+  do {                                                                         \
+    cublasStatus_t e_ = (call);                                                \
+    if (e_ != CUBLAS_STATUS_SUCCESS) return blas_fail(err, who, #call, e_);    \
+  } while (0)
+
+/* ---- device helpers ---------------------------------------------------------- */
+
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/* The CPU's max that keeps a NaN visible: `if (a > m || a != a) m = a`. */
+__device__ __forceinline__ double max_nan(double m, double a) { return (a > m || a != a) ? a : m; }
+
+/* ---- vnorm ---------------------------------------------------------------------
+ * One warp per (q, j) of the chunk [j0, j0 + nc): ||W_Oq v_j||² = v_jᵀ M_q v_j
+ * = Σ_c vm[c]·v_j[c] in double (the CPU's formula; only the order of that sum
+ * differs). Writes the f32 norm and one double partial sum per block (its 8
+ * pairs in order) at partial[blockIdx.x]. */
+__global__ void __launch_bounds__(256) k_vnorm_rows(const float *__restrict__ vm, const float *__restrict__ v,
+                                                    int nc, int j0, int T_ctx, int Hq, int Hkv, int d,
+                                                    float *__restrict__ vn, double *__restrict__ partial) {
+  __shared__ double wsum[8];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int group = Hq / Hkv;
+  const long long pair = (long long)blockIdx.x * 8 + w;
+  double n = 0.0;
+  if (pair < (long long)Hq * nc) {
+    const int q = (int)(pair / nc), jj = (int)(pair - (long long)q * nc);
+    const int h = q / group, qq = q - h * group;
+    const float *a = vm + ((size_t)h * nc + jj) * (size_t)group * d + (size_t)qq * d;
+    const float *vj = v + ((size_t)(j0 + jj) * Hkv + h) * d;
+    double n2 = 0.0;
+    for (int c = lane; c < d; c += 32) n2 += (double)a[c] * (double)vj[c];
+    n2 = warp_sum(n2);
+    /* M is PSD: only rounding makes n2 negative; a NaN passes through. */
+    n = n2 < 0.0 ? 0.0 : sqrt(n2);
+    if (lane == 0) vn[(size_t)q * T_ctx + j0 + jj] = (float)n;
+  }
+  if (lane == 0) wsum[w] = n;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double s = 0.0;
+    for (int i = 0; i < 8; i++) s += wsum[i];
+    partial[blockIdx.x] = s;
+  }
+}
+
+/* One block: sum of partial[0, n) in a fixed order (strided per thread, then
+ * a tree), so the layer sum is the same on every run. */
+__global__ void __launch_bounds__(256) k_vnorm_sum(const double *__restrict__ partial, long long n,
+                                                   double *__restrict__ sum) {
+  __shared__ double buf[256];
+  double s = 0.0;
+  for (long long i = threadIdx.x; i < n; i += 256) s += partial[i];
+  buf[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = 128; o > 0; o >>= 1) {
+    if ((int)threadIdx.x < o) buf[threadIdx.x] += buf[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *sum = buf[0];
+}
+
+/* vn /= sum, as the CPU: (float)((double)vn / sum), only when sum > 0. */
+__global__ void k_vnorm_scale(float *__restrict__ vn, size_t n, const double *__restrict__ sum) {
+  const double s = *sum;
+  if (!(s > 0.0)) return;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    vn[i] = (float)((double)vn[i] / s);
+}
+
+/* ---- attention columns ----------------------------------------------------------
+ * For KV head h = blockIdx.y, keys j ∈ [j0, j0 + CR_BJ) with j0 = blockIdx.x ·
+ * CR_BJ, every query head qh of the group and rows i ∈ [r0, r1):
+ *   out[qh, j] = Σ_i (USE_MAX: max_i) A[qh, i, j],  A = exp(scale·q_i·k_j − lse[qh, i])
+ * over the rows with j <= i (0 when none), as lukv_attn_reduce_columns:
+ * q·k in f32 (one FMA chain over the head dim), then (float)(s·scale) − lse
+ * (no contraction, the CPU's sgemm scales its f32 result), expf, and the
+ * reduction in double. T: rows of the view (lse row stride); n_keys: T_ctx.
+ * The K tile stays in shared memory for the whole group. */
+template <bool USE_MAX>
+__global__ void __launch_bounds__(256) k_colreduce(const float *__restrict__ q, const float *__restrict__ k,
+                                                   const float *__restrict__ lse, int T, int n_keys, int Hq,
+                                                   int Hkv, int d, float scale, int r0, int r1,
+                                                   double *__restrict__ out) {
+  extern __shared__ float4 smem4[];
+  float *Ks = reinterpret_cast<float *>(smem4);      /* [d][CR_PAD] */
+  float *Qs = Ks + (size_t)d * CR_PAD;               /* [d][CR_PAD]; reused as Rs */
+  double *Rs = reinterpret_cast<double *>(Qs);       /* [16][CR_BJ] cross-row partials */
+  const int qs_floats = d * CR_PAD > 2 * 16 * CR_BJ ? d * CR_PAD : 2 * 16 * CR_BJ;
+  float *Ls = Qs + qs_floats;                        /* [CR_BR] lse of the tile's rows */
+
+  const int h = blockIdx.y, j0 = blockIdx.x * CR_BJ, group = Hq / Hkv;
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+
+  for (int idx = tid; idx < CR_BJ * d; idx += CR_THREADS) {
+    const int c = idx / d, e = idx - c * d, j = j0 + c;
+    Ks[e * CR_PAD + c] = j < n_keys ? k[((size_t)j * Hkv + h) * d + e] : 0.0f;
+  }
+
+  for (int qh = h * group; qh < (h + 1) * group; qh++) {
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    const float *lq = lse + (size_t)qh * T;
+    for (int i0 = r0; i0 < r1; i0 += CR_BR) {
+      const int i_end = i0 + CR_BR < r1 ? i0 + CR_BR : r1;
+      /* Causality: no row of this tile sees a key of this block. Uniform
+       * over the block, so skipping the barriers below is safe. */
+      if (i_end - 1 < j0) continue;
+      __syncthreads(); /* the previous tile's (or group member's) reads of Qs/Rs are done */
+      for (int idx = tid; idx < CR_BR * d; idx += CR_THREADS) {
+        const int r = idx / d, e = idx - r * d, i = i0 + r;
+        Qs[e * CR_PAD + r] = i < i_end ? q[((size_t)i * Hq + qh) * d + e] : 0.0f;
+      }
+      if (tid < CR_BR) Ls[tid] = i0 + tid < i_end ? lq[i0 + tid] : 0.0f;
+      __syncthreads(); /* Ks (first time), Qs and Ls are written */
+
+      float s[4][4];
+#pragma unroll
+      for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) s[a][b] = 0.0f;
+#pragma unroll 4
+      for (int e = 0; e < d; e++) {
+        const float4 qa = *reinterpret_cast<const float4 *>(&Qs[e * CR_PAD + ty * 4]);
+        const float4 kb = *reinterpret_cast<const float4 *>(&Ks[e * CR_PAD + tx * 4]);
+        const float qv[4] = {qa.x, qa.y, qa.z, qa.w}, kv[4] = {kb.x, kb.y, kb.z, kb.w};
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+          for (int b = 0; b < 4; b++) s[a][b] = fmaf(qv[a], kv[b], s[a][b]);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; a++) {
+        const int i = i0 + ty * 4 + a;
+        if (i >= i_end) continue;
+        const float l = Ls[ty * 4 + a];
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+          const int j = j0 + tx * 4 + b;
+          if (j > i || j >= n_keys) continue;
+          const double p = (double)expf(__fsub_rn(__fmul_rn(s[a][b], scale), l));
+          if (USE_MAX)
+            acc[b] = max_nan(acc[b], p);
+          else
+            acc[b] += p;
+        }
+      }
+    }
+    /* Reduce the 16 row groups of each key in a fixed order. */
+    __syncthreads(); /* every read of Qs (aliased by Rs) is done */
+#pragma unroll
+    for (int b = 0; b < 4; b++) Rs[ty * CR_BJ + tx * 4 + b] = acc[b];
+    __syncthreads();
+    if (tid < CR_BJ) {
+      double r = Rs[tid];
+      for (int t = 1; t < 16; t++) {
+        const double v = Rs[t * CR_BJ + tid];
+        if (USE_MAX)
+          r = max_nan(r, v);
+        else
+          r += v;
+      }
+      const int j = j0 + tid;
+      if (j < n_keys) out[(size_t)qh * n_keys + j] = r;
+    }
+  }
+}
+
+/* u[h, j] = max over the group of (float)(red[q, j] · vnorm[q, j]) (0 start,
+ * NaN sticks), and the smallest bad j (non-finite or < 0) of head h in bad[h]. */
+__global__ void k_utility_final(const double *__restrict__ red, const float *__restrict__ vn, int T_ctx, int Hq,
+                                int Hkv, float *__restrict__ u, unsigned *__restrict__ bad) {
+  const int h = blockIdx.y, group = Hq / Hkv;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= T_ctx) return;
+  float m = 0.0f;
+  for (int q = h * group; q < (h + 1) * group; q++) {
+    const size_t o = (size_t)q * T_ctx + j;
+    const float val = (float)(red[o] * (double)vn[o]);
+    if (val > m || val != val) m = val;
+  }
+  u[(size_t)h * T_ctx + j] = m;
+  if (!isfinite(m) || m < 0.0f) atomicMin(&bad[h], (unsigned)j);
+}
+
+/* score[h, j] = (1/group) Σ_q max_{|t−j| <= radius, 0 <= t < T_ctx} red[q, t],
+ * in double, in the CPU's order. */
+__global__ void k_snapkv_final(const double *__restrict__ red, int T_ctx, int Hq, int Hkv, int radius,
+                               float *__restrict__ score) {
+  const int h = blockIdx.y, group = Hq / Hkv;
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= T_ctx) return;
+  const int lo = j - radius < 0 ? 0 : j - radius;
+  const int hi = j + radius > T_ctx - 1 ? T_ctx - 1 : j + radius;
+  double acc = 0.0;
+  for (int q = h * group; q < (h + 1) * group; q++) {
+    const double *a = red + (size_t)q * T_ctx;
+    double m = a[lo];
+    for (int i = lo + 1; i <= hi; i++) m = max_nan(m, a[i]);
+    acc += m;
+  }
+  score[(size_t)h * T_ctx + j] = (float)(acc / group);
+}
+
+/* ---- keydiff -------------------------------------------------------------------- */
+
+/* part[h, chunk, c] = Σ_{j in chunk} k_j[c] / ||k_j|| (0 for a zero key), double. */
+__global__ void __launch_bounds__(256) k_keydiff_partial(const float *__restrict__ k, int T_ctx, int Hkv, int d,
+                                                         double *__restrict__ part) {
+  __shared__ double inv_s[KD_CHUNK];
+  const int h = blockIdx.y, ch = blockIdx.x, nch = gridDim.x;
+  const int j0 = ch * KD_CHUNK, nj = T_ctx - j0 < KD_CHUNK ? T_ctx - j0 : KD_CHUNK;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  for (int r = w; r < nj; r += 8) {
+    const float *kj = k + ((size_t)(j0 + r) * Hkv + h) * d;
+    double n2 = 0.0;
+    for (int c = lane; c < d; c += 32) n2 += (double)kj[c] * kj[c];
+    n2 = warp_sum(n2);
+    if (lane == 0) inv_s[r] = n2 > 0.0 ? 1.0 / sqrt(n2) : 0.0;
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    double s = 0.0;
+    for (int r = 0; r < nj; r++) s += (double)k[((size_t)(j0 + r) * Hkv + h) * d + c] * inv_s[r];
+    part[((size_t)h * nch + ch) * d + c] = s;
+  }
+}
+
+/* mean[h, c] = Σ_chunks part / T_ctx; inv_m[h] = 1/||mean|| (0 when 0). */
+__global__ void __launch_bounds__(256) k_keydiff_mean(const double *__restrict__ part, int nch, int T_ctx, int d,
+                                                      double *__restrict__ mean, double *__restrict__ inv_m) {
+  extern __shared__ double m_s[]; /* [d] */
+  const int h = blockIdx.x;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    double s = 0.0;
+    for (int ch = 0; ch < nch; ch++) s += part[((size_t)h * nch + ch) * d + c];
+    s /= T_ctx;
+    mean[(size_t)h * d + c] = s;
+    m_s[c] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double mn2 = 0.0;
+    for (int c = 0; c < d; c++) mn2 += m_s[c] * m_s[c];
+    inv_m[h] = mn2 > 0.0 ? 1.0 / sqrt(mn2) : 0.0;
+  }
+}
+
+/* score[h, j] = (float)(−(k_j · mean) · (1/||k_j||) · inv_m), one warp per key. */
+__global__ void __launch_bounds__(256) k_keydiff_score(const float *__restrict__ k, int T_ctx, int Hkv, int d,
+                                                       const double *__restrict__ mean,
+                                                       const double *__restrict__ inv_m, float *__restrict__ score) {
+  const int h = blockIdx.y, lane = threadIdx.x & 31;
+  const int j = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (j >= T_ctx) return; /* whole warps leave together */
+  const float *kj = k + ((size_t)j * Hkv + h) * d;
+  const double *m = mean + (size_t)h * d;
+  double n2 = 0.0, dot = 0.0;
+  for (int c = lane; c < d; c += 32) {
+    n2 += (double)kj[c] * kj[c];
+    dot += (double)kj[c] * m[c];
+  }
+  n2 = warp_sum(n2);
+  dot = warp_sum(dot);
+  if (lane == 0) {
+    const double inv = n2 > 0.0 ? 1.0 / sqrt(n2) : 0.0;
+    score[(size_t)h * T_ctx + j] = (float)(-dot * inv * inv_m[h]);
+  }
+}
+
+/* ---- curves --------------------------------------------------------------------- */
+
+struct score_ptrs {
+  const float *p[MAX_SCORES];
+};
+
+/* Ascending order of the 64-bit keys = score descending, then token index
+ * ascending: the CPU's rank_cmp. The high word maps floats to unsigned
+ * integers in order (negative: all bits flipped; positive: sign bit set) and
+ * flips that for descending; −0 is made +0 first, because the CPU's `<`/`>`
+ * call them equal (a tie). */
+__device__ __forceinline__ unsigned long long rank_key(float sc, int j) {
+  const float f = sc == 0.0f ? 0.0f : sc;
+  const unsigned b = __float_as_uint(f);
+  const unsigned ord = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return ((unsigned long long)(~ord) << 32) | (unsigned)j;
+}
+
+/* Segment seg = slot · H + h (slot 0: the oracle, ranked by u; slot 1 + i:
+ * scores.p[i]) holds the n_mid mid tokens j = sink + r of head h. bad[seg]:
+ * the smallest j whose utility is not finite or < 0, or whose score is NaN
+ * (what lukv_stats_curve refuses). */
+__global__ void k_curve_keys(const float *__restrict__ u, score_ptrs scores, int H, int T_ctx, int sink, int n_mid,
+                             unsigned long long *__restrict__ keys, unsigned *__restrict__ bad) {
+  const int seg = blockIdx.y, slot = seg / H, h = seg - slot * H;
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= n_mid) return;
+  const int j = sink + r;
+  const float uv = u[(size_t)h * T_ctx + j];
+  const float sc = slot == 0 ? uv : scores.p[slot - 1][(size_t)h * T_ctx + j];
+  if (!isfinite(uv) || uv < 0.0f || sc != sc) atomicMin(&bad[seg], (unsigned)j);
+  keys[(size_t)seg * n_mid + r] = rank_key(sc, j);
+}
+
+/* One block per segment: loss(m) = Σ utility of ranks m.. accumulated by one
+ * thread in double from the end of the ranking, exactly the CPU's suffix
+ * loop, the other threads gathering the next chunk of utilities into shared
+ * memory. curve[seg, g] = (float)loss(mg[g]); mg is non-decreasing with
+ * mg[0] = 0 and mg[G] = n_mid. */
+__global__ void __launch_bounds__(256) k_curve_suffix(const unsigned long long *__restrict__ keys,
+                                                      const float *__restrict__ u, int H, int T_ctx, int n_mid,
+                                                      const int *__restrict__ mg, int G,
+                                                      float *__restrict__ curves) {
+  __shared__ double buf[SUFFIX_CHUNK];
+  const int seg = blockIdx.x, h = seg % H;
+  const unsigned long long *ks = keys + (size_t)seg * n_mid;
+  const float *uh = u + (size_t)h * T_ctx;
+  float *out = curves + (size_t)seg * (G + 1);
+  /* thread 0's state */
+  double acc = 0.0;
+  int gi = G, next = 0;
+  if (threadIdx.x == 0) {
+    while (gi >= 0 && mg[gi] == n_mid) out[gi--] = 0.0f; /* loss(n_mid) = 0 */
+    next = gi >= 0 ? mg[gi] : -1;
+  }
+  for (int c1 = n_mid; c1 > 0; c1 -= SUFFIX_CHUNK) {
+    const int c0 = c1 - SUFFIX_CHUNK > 0 ? c1 - SUFFIX_CHUNK : 0;
+    __syncthreads(); /* thread 0 is done with the previous chunk */
+    for (int r = c0 + (int)threadIdx.x; r < c1; r += blockDim.x)
+      buf[r - c0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int r = c1 - 1; r >= c0; r--) {
+        acc += buf[r - c0]; /* acc = loss(r) */
+        while (r == next) {
+          out[gi--] = (float)acc;
+          next = gi >= 0 ? mg[gi] : -1;
+        }
+      }
+    }
+  }
+}
+
+/* ---- the context ------------------------------------------------------------------ */
+
+struct dbuf {
+  void *p;
+  size_t bytes;
+};
+
+} /* namespace */
+
+struct lukv_stats_cuda {
+  int device;
+  size_t smem_optin; /* largest dynamic shared memory a block may opt in to */
+  cudaStream_t st;
+  cublasHandle_t blas;
+  /* device scratch */
+  dbuf gram, vm, partial, dsum, red, kd_part, kd_mean, kd_inv, keys_in, keys_out, offs, cub_tmp, mg, curves_d,
+      flags, vn, u, score;
+  /* host scratch */
+  float *curves_h;
+  size_t curves_h_bytes;
+  int *mg_h, *offs_h;
+  size_t mg_h_n, offs_h_n;
+};
+
+namespace {
+
+typedef lukv_stats_cuda ctx_t;
+
+int ensure(ctx_t *c, dbuf *b, size_t bytes, const char *who, lukv_error *err) {
+  if (bytes <= b->bytes) return LUKV_OK;
+  if (b->p) {
+    /* No queued kernel may still read the old buffer. */
+    cudaError_t e = cudaStreamSynchronize(c->st);
+    if (e == cudaSuccess) e = cudaFree(b->p);
+    b->p = NULL;
+    b->bytes = 0;
+    if (e != cudaSuccess) return cuda_fail(err, who, "cudaFree", e);
+  }
+  size_t want = bytes + bytes / 4; /* headroom: growing contexts allocate rarely */
+  cudaError_t e = cudaMalloc(&b->p, want);
+  if (e != cudaSuccess) {
+    b->p = NULL;
+    return lukv_error_set(err, e == cudaErrorMemoryAllocation ? LUKV_ERR_NOMEM : LUKV_ERR_CUDA,
+                          "%s: cudaMalloc of %zu bytes of scratch failed: %s", who, want, cudaGetErrorString(e));
+  }
+  b->bytes = want;
+  return LUKV_OK;
+}
+
+int ensure_host(void **p, size_t *have, size_t bytes, const char *who, lukv_error *err) {
+  if (bytes <= *have) return LUKV_OK;
+  void *n = realloc(*p, bytes);
+  if (!n) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: %zu bytes of host scratch", who, bytes);
+  *p = n;
+  *have = bytes;
+  return LUKV_OK;
+}
+
+int use_device(ctx_t *c, const char *who, lukv_error *err) {
+  if (!c) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: context is NULL", who);
+  CU(cudaSetDevice(c->device));
+  return LUKV_OK;
+}
+
+int stream_sync(ctx_t *c, const char *who, lukv_error *err) {
+  CU(cudaStreamSynchronize(c->st));
+  return LUKV_OK;
+}
+
+unsigned blocks_for(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
+
+/* ---- enqueue: no synchronisation, no host checks of results ------------------- */
+
+/* vn [Hq, T_ctx] device, normalised; the layer sum lands in c->dsum. */
+int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lukv_error *err) {
+  const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads, d = x->head_dim, D = x->hidden_size;
+  const int group = Hq / Hkv;
+  const size_t hqd = (size_t)Hq * d;
+  size_t nc_max = VM_FLOATS / hqd;
+  if (nc_max < 1) nc_max = 1;
+  if (nc_max > (size_t)T) nc_max = (size_t)T;
+  const size_t n_chunks = ((size_t)T + nc_max - 1) / nc_max;
+  const size_t n_partial = ((size_t)Hq * T + 7) / 8 + n_chunks;
+  int rc = ensure(c, &c->gram, sizeof(float) * hqd * d, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->vm, sizeof(float) * hqd * nc_max, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->partial, sizeof(double) * n_partial, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->dsum, sizeof(double), who, err);
+  if (rc != LUKV_OK) return rc;
+  float *gram = (float *)c->gram.p, *vm = (float *)c->vm.p;
+  double *partial = (double *)c->partial.p;
+  const float one = 1.0f, zero = 0.0f;
+  const int ld_w = Hq * d, ld_v = Hkv * d, gd = group * d;
+  BLAS(cublasSetStream(c->blas, c->st));
+  /* gram[q] (column-major d x d) = X_q X_qᵀ, X_q(a, o) = W_O[o, q·d + a]: the
+   * d x D column-major matrix at o_proj + q·d with leading dimension Hq·d. */
+  BLAS(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, d, D, &one, x->o_proj, ld_w,
+                                 (long long)d, x->o_proj, ld_w, (long long)d, &zero, gram, d,
+                                 (long long)d * d, Hq));
+  size_t off = 0;
+  for (size_t j0 = 0; j0 < (size_t)T; j0 += nc_max) {
+    const int nc = (int)((size_t)T - j0 < nc_max ? (size_t)T - j0 : nc_max);
+    /* Per KV head h: vm_h (column-major gd x nc) = Mcatᵀ · V_h, with Mcat the
+     * group's Gram matrices side by side (d x gd column-major, ld d, at
+     * gram + h·group·d·d) and V_h the d x nc column-major view of v's rows
+     * j0.. for head h (ld Hkv·d). vm[h][jj][qq·d + b] = Σ_a M_q(a, b) v_j[a]. */
+    BLAS(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, gd, nc, d, &one, gram, d,
+                                   (long long)group * d * d, x->v + j0 * (size_t)ld_v, ld_v, (long long)d,
+                                   &zero, vm, gd, (long long)nc * gd, Hkv));
+    const size_t nb = ((size_t)Hq * nc + 7) / 8;
+    k_vnorm_rows<<<(unsigned)nb, 256, 0, c->st>>>(vm, x->v, nc, (int)j0, T, Hq, Hkv, d, vn, partial + off);
+    LAUNCHED("k_vnorm_rows");
+    off += nb;
+  }
+  k_vnorm_sum<<<1, 256, 0, c->st>>>(partial, (long long)off, (double *)c->dsum.p);
+  LAUNCHED("k_vnorm_sum");
+  const size_t n = (size_t)Hq * T;
+  unsigned nb = blocks_for(n, 256);
+  if (nb > 65535u * 8) nb = 65535u * 8;
+  k_vnorm_scale<<<nb, 256, 0, c->st>>>(vn, n, (const double *)c->dsum.p);
+  LAUNCHED("k_vnorm_scale");
+  return LUKV_OK;
+}
+
+size_t colreduce_smem(int d) {
+  const size_t qs = (size_t)d * CR_PAD > (size_t)2 * 16 * CR_BJ ? (size_t)d * CR_PAD : (size_t)2 * 16 * CR_BJ;
+  return sizeof(float) * ((size_t)d * CR_PAD + qs + CR_BR);
+}
+
+int check_head_dim(const ctx_t *c, int d, const char *who, lukv_error *err) {
+  if (d > MAX_HEAD_DIM || colreduce_smem(d) > c->smem_optin)
+    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED,
+                          "%s: head_dim %d: the attention kernels take head dims up to %d (%zu bytes of "
+                          "shared memory; this device allows %zu)",
+                          who, d, MAX_HEAD_DIM, colreduce_smem(d), c->smem_optin);
+  return LUKV_OK;
+}
+
+/* red [Hq, T_ctx] device = column reduction over rows [r0, r1). */
+int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_max, double *red, const char *who,
+                  lukv_error *err) {
+  int rc = check_head_dim(c, x->head_dim, who, err);
+  if (rc != LUKV_OK) return rc;
+  const int T = x->T_ctx + x->F;
+  const size_t smem = colreduce_smem(x->head_dim);
+  const dim3 grid((unsigned)((x->T_ctx + CR_BJ - 1) / CR_BJ), (unsigned)x->n_kv_heads);
+  if (use_max) {
+    CU(cudaFuncSetAttribute(k_colreduce<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_colreduce<true><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
+                                                        x->n_kv_heads, x->head_dim, x->scale, r0, r1, red);
+  } else {
+    CU(cudaFuncSetAttribute(k_colreduce<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_colreduce<false><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
+                                                         x->n_kv_heads, x->head_dim, x->scale, r0, r1, red);
+  }
+  LAUNCHED("k_colreduce");
+  return LUKV_OK;
+}
+
+int enq_utility(ctx_t *c, const lukv_layer_view *x, const float *vn, lukv_utility_mode mode, float *u,
+                unsigned *bad_u, const char *who, lukv_error *err) {
+  const int T = x->T_ctx;
+  int rc = ensure(c, &c->red, sizeof(double) * (size_t)x->n_heads * T, who, err);
+  if (rc == LUKV_OK)
+    rc = enq_colreduce(c, x, T, T + x->F, mode == LUKV_UTILITY_MAX, (double *)c->red.p, who, err);
+  if (rc != LUKV_OK) return rc;
+  k_utility_final<<<dim3(blocks_for((size_t)T, 256), (unsigned)x->n_kv_heads), 256, 0, c->st>>>(
+      (const double *)c->red.p, vn, T, x->n_heads, x->n_kv_heads, u, bad_u);
+  LAUNCHED("k_utility_final");
+  return LUKV_OK;
+}
+
+int enq_snapkv(ctx_t *c, const lukv_layer_view *x, int window, int pool_kernel, float *score, const char *who,
+               lukv_error *err) {
+  const int T = x->T_ctx;
+  int rc = ensure(c, &c->red, sizeof(double) * (size_t)x->n_heads * T, who, err);
+  /* The window rows are context rows: their forward lse is over context keys
+   * only, the softmax SnapKV sees at prefill. w = 0: no rows, red = 0. */
+  if (rc == LUKV_OK) rc = enq_colreduce(c, x, T - window, T, 0, (double *)c->red.p, who, err);
+  if (rc != LUKV_OK) return rc;
+  k_snapkv_final<<<dim3(blocks_for((size_t)T, 256), (unsigned)x->n_kv_heads), 256, 0, c->st>>>(
+      (const double *)c->red.p, T, x->n_heads, x->n_kv_heads, pool_kernel / 2, score);
+  LAUNCHED("k_snapkv_final");
+  return LUKV_OK;
+}
+
+int enq_keydiff(ctx_t *c, const lukv_layer_view *x, float *score, const char *who, lukv_error *err) {
+  const int T = x->T_ctx, Hkv = x->n_kv_heads, d = x->head_dim;
+  const int nch = (T + KD_CHUNK - 1) / KD_CHUNK;
+  int rc = ensure(c, &c->kd_part, sizeof(double) * (size_t)Hkv * nch * d, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->kd_mean, sizeof(double) * (size_t)Hkv * d, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->kd_inv, sizeof(double) * (size_t)Hkv, who, err);
+  if (rc != LUKV_OK) return rc;
+  if ((size_t)d * sizeof(double) > c->smem_optin)
+    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED, "%s: head_dim %d is too large for keydiff", who, d);
+  k_keydiff_partial<<<dim3((unsigned)nch, (unsigned)Hkv), 256, 0, c->st>>>(x->k, T, Hkv, d,
+                                                                           (double *)c->kd_part.p);
+  LAUNCHED("k_keydiff_partial");
+  const size_t smem = sizeof(double) * (size_t)d;
+  if (smem > 48 * 1024) CU(cudaFuncSetAttribute(k_keydiff_mean, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  k_keydiff_mean<<<(unsigned)Hkv, 256, smem, c->st>>>((const double *)c->kd_part.p, nch, T, d,
+                                                      (double *)c->kd_mean.p, (double *)c->kd_inv.p);
+  LAUNCHED("k_keydiff_mean");
+  k_keydiff_score<<<dim3(blocks_for((size_t)T, 8), (unsigned)Hkv), 256, 0, c->st>>>(
+      x->k, T, Hkv, d, (const double *)c->kd_mean.p, (const double *)c->kd_inv.p, score);
+  LAUNCHED("k_keydiff_score");
+  return LUKV_OK;
+}
+
+/* curves_d [(1 + n_scores)·H, G+1] device; bad [(1 + n_scores)·H] (already
+ * filled with NONE by the caller). */
+int enq_curves(ctx_t *c, const float *u, int n_scores, const float *const *scores, int H, int T_ctx, int sink,
+               int window, int G, float *curves_d, unsigned *bad, const char *who, lukv_error *err) {
+  const int n_mid = T_ctx - sink - window, nseg = (1 + n_scores) * H;
+  if ((long long)nseg * n_mid > INT_MAX)
+    return lukv_error_set(err, LUKV_ERR_TOO_LARGE, "%s: %d curves of %d mid tokens are too many to sort at once",
+                          who, nseg, n_mid);
+  const size_t n_items = (size_t)nseg * n_mid;
+  int rc = ensure(c, &c->keys_in, sizeof(unsigned long long) * n_items, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->keys_out, sizeof(unsigned long long) * n_items, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->offs, sizeof(int) * ((size_t)nseg + 1), who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->mg, sizeof(int) * ((size_t)G + 1), who, err);
+  if (rc == LUKV_OK)
+    rc = ensure_host((void **)&c->offs_h, &c->offs_h_n, sizeof(int) * ((size_t)nseg + 1), who, err);
+  if (rc == LUKV_OK) rc = ensure_host((void **)&c->mg_h, &c->mg_h_n, sizeof(int) * ((size_t)G + 1), who, err);
+  if (rc != LUKV_OK) return rc;
+  for (int s = 0; s <= nseg; s++) c->offs_h[s] = s * n_mid;
+  for (int g = 0; g <= G; g++) c->mg_h[g] = lukv_keep_count(g, G, T_ctx, sink, window);
+  /* Pageable sources: the copies are staged before these calls return. */
+  CU(cudaMemcpyAsync(c->offs.p, c->offs_h, sizeof(int) * ((size_t)nseg + 1), cudaMemcpyHostToDevice, c->st));
+  CU(cudaMemcpyAsync(c->mg.p, c->mg_h, sizeof(int) * ((size_t)G + 1), cudaMemcpyHostToDevice, c->st));
+
+  score_ptrs sp;
+  memset(&sp, 0, sizeof sp);
+  for (int i = 0; i < n_scores; i++) sp.p[i] = scores[i];
+  unsigned long long *kin = (unsigned long long *)c->keys_in.p, *kout = (unsigned long long *)c->keys_out.p;
+  k_curve_keys<<<dim3(blocks_for((size_t)n_mid, 256), (unsigned)nseg), 256, 0, c->st>>>(u, sp, H, T_ctx, sink,
+                                                                                          n_mid, kin, bad);
+  LAUNCHED("k_curve_keys");
+  const int *offs = (const int *)c->offs.p;
+  size_t tmp_bytes = 0;
+  CU(cub::DeviceSegmentedRadixSort::SortKeys(NULL, tmp_bytes, kin, kout, (int)n_items, nseg, offs, offs + 1, 0, 64,
+                                             c->st));
+  rc = ensure(c, &c->cub_tmp, tmp_bytes > 0 ? tmp_bytes : 1, who, err);
+  if (rc != LUKV_OK) return rc;
+  tmp_bytes = c->cub_tmp.bytes;
+  CU(cub::DeviceSegmentedRadixSort::SortKeys(c->cub_tmp.p, tmp_bytes, kin, kout, (int)n_items, nseg, offs, offs + 1,
+                                             0, 64, c->st));
+  k_curve_suffix<<<(unsigned)nseg, 256, 0, c->st>>>(kout, u, H, T_ctx, n_mid, (const int *)c->mg.p, G, curves_d);
+  LAUNCHED("k_curve_suffix");
+  return LUKV_OK;
+}
+
+/* One float of device memory (for messages). */
+float fetch_float(const float *p) {
+  float v = NAN;
+  if (cudaMemcpy(&v, p, sizeof v, cudaMemcpyDeviceToHost) != cudaSuccess) v = NAN;
+  return v;
+}
+
+/* The CPU's utility error for the first bad head, if any. */
+int report_bad_utility(const unsigned *bad_u, int Hkv, int T_ctx, const float *u_dev, lukv_error *err) {
+  for (int h = 0; h < Hkv; h++)
+    if (bad_u[h] != NONE) {
+      const int j = (int)bad_u[h];
+      return lukv_error_set(err, LUKV_ERR_RANGE,
+                            "lukv_stats_utility: utility %g at [head %d, token %d] (check q, k, lse, vnorm)",
+                            (double)fetch_float(u_dev + (size_t)h * T_ctx + j), h, j);
+    }
+  return LUKV_OK;
+}
+
+/* The CPU's lukv_stats_curve error for the first flagged segment, if any. */
+int report_bad_curve(const unsigned *bad, int n_scores, int H, int T_ctx, const float *u_dev,
+                     const float *const *scores, lukv_error *err) {
+  for (int seg = 0; seg < (1 + n_scores) * H; seg++) {
+    if (bad[seg] == NONE) continue;
+    const int slot = seg / H, h = seg % H, j = (int)bad[seg];
+    const float uv = fetch_float(u_dev + (size_t)h * T_ctx + j);
+    if (!isfinite(uv) || uv < 0.0f)
+      return lukv_error_set(err, LUKV_ERR_RANGE,
+                            "lukv_stats_curve: utility %g at token %d; must be finite and >= 0", (double)uv, j);
+    (void)slot;
+    return lukv_error_set(err, LUKV_ERR_RANGE, "lukv_stats_curve: score is NaN at token %d", j);
+  }
+  (void)scores;
+  return LUKV_OK;
+}
+
+int check_vsum(double vsum, lukv_error *err) {
+  if (!isfinite(vsum))
+    return lukv_error_set(err, LUKV_ERR_RANGE,
+                          "lukv_stats_vnorm: value norms are not finite (check v, o_proj)");
+  return LUKV_OK;
+}
+
+} /* namespace */
+
+/* ---- public ------------------------------------------------------------------------- */
+
+extern "C" int lukv_stats_cuda_create(lukv_stats_cuda **out, lukv_error *err) {
+  const char *who = "lukv_stats_cuda_create";
+  if (!out) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: out is NULL", who);
+  *out = NULL;
+  ctx_t *c = (ctx_t *)calloc(1, sizeof *c);
+  if (!c) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: context", who);
+  int optin = 0;
+  cudaError_t e = cudaGetDevice(&c->device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
+  if (e != cudaSuccess) {
+    free(c);
+    return cuda_fail(err, who, "cudaGetDevice / cudaDeviceGetAttribute / cudaStreamCreateWithFlags", e);
+  }
+  c->smem_optin = (size_t)optin;
+  cublasStatus_t b = cublasCreate(&c->blas);
+  if (b == CUBLAS_STATUS_SUCCESS) b = cublasSetStream(c->blas, c->st);
+  /* f32 as the CPU twin: no TF32 (also not through NVIDIA_TF32_OVERRIDE). */
+  if (b == CUBLAS_STATUS_SUCCESS) b = cublasSetMathMode(c->blas, CUBLAS_PEDANTIC_MATH);
+  if (b != CUBLAS_STATUS_SUCCESS) {
+    if (c->blas) cublasDestroy(c->blas);
+    cudaStreamDestroy(c->st);
+    free(c);
+    return blas_fail(err, who, "cublasCreate / cublasSetStream / cublasSetMathMode", b);
+  }
+  *out = c;
+  return LUKV_OK;
+}
+
+extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
+  if (!c) return;
+  cudaSetDevice(c->device);
+  dbuf *bufs[] = {&c->gram,  &c->vm,     &c->partial,  &c->dsum,    &c->red,  &c->kd_part,
+                  &c->kd_mean, &c->kd_inv, &c->keys_in, &c->keys_out, &c->offs, &c->cub_tmp,
+                  &c->mg,    &c->curves_d, &c->flags,  &c->vn,      &c->u,    &c->score};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    if (bufs[i]->p) cudaFree(bufs[i]->p);
+  if (c->blas) cublasDestroy(c->blas);
+  if (c->st) cudaStreamDestroy(c->st);
+  free(c->curves_h);
+  free(c->mg_h);
+  free(c->offs_h);
+  free(c);
+}
+
+extern "C" int lukv_stats_cuda_vnorm(lukv_stats_cuda *c, const lukv_layer_view *x, float *vnorm_dev,
+                                     lukv_error *err) {
+  const char *who = "lukv_stats_cuda_vnorm";
+  int rc = lukv_stats_check_view(x, "vo", who, err);
+  if (rc != LUKV_OK) return rc;
+  if (!vnorm_dev) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: vnorm is NULL", who);
+  if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
+  if ((rc = enq_vnorm(c, x, vnorm_dev, who, err)) != LUKV_OK) return rc;
+  double vsum = 0.0;
+  CU(cudaMemcpyAsync(&vsum, c->dsum.p, sizeof vsum, cudaMemcpyDeviceToHost, c->st));
+  if ((rc = stream_sync(c, who, err)) != LUKV_OK) return rc;
+  return check_vsum(vsum, err);
+}
+
+extern "C" int lukv_stats_cuda_utility(lukv_stats_cuda *c, const lukv_layer_view *x, const float *vnorm_dev,
+                                       lukv_utility_mode mode, float *u_dev, lukv_error *err) {
+  const char *who = "lukv_stats_cuda_utility";
+  int rc = lukv_stats_check_view(x, "qkl", who, err);
+  if (rc != LUKV_OK) return rc;
+  if (!vnorm_dev || !u_dev) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: vnorm or u is NULL", who);
+  if (x->F < 1)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: F = %d future tokens; need >= 1", who, x->F);
+  if (mode != LUKV_UTILITY_MAX && mode != LUKV_UTILITY_SUM)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: unknown utility mode %d", who, (int)mode);
+  if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
+  const int Hkv = x->n_kv_heads;
+  if ((rc = ensure(c, &c->flags, sizeof(unsigned) * (size_t)Hkv, who, err)) != LUKV_OK) return rc;
+  unsigned *bad_d = (unsigned *)c->flags.p;
+  CU(cudaMemsetAsync(bad_d, 0xff, sizeof(unsigned) * (size_t)Hkv, c->st));
+  if ((rc = enq_utility(c, x, vnorm_dev, mode, u_dev, bad_d, who, err)) != LUKV_OK) return rc;
+  unsigned *bad = (unsigned *)malloc(sizeof(unsigned) * (size_t)Hkv);
+  if (!bad) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: flags", who);
+  cudaError_t e = cudaMemcpyAsync(bad, bad_d, sizeof(unsigned) * (size_t)Hkv, cudaMemcpyDeviceToHost, c->st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
+  if (e != cudaSuccess) {
+    free(bad);
+    return cuda_fail(err, who, "cudaMemcpyAsync / cudaStreamSynchronize", e);
+  }
+  rc = report_bad_utility(bad, Hkv, x->T_ctx, u_dev, err);
+  free(bad);
+  return rc;
+}
+
+extern "C" int lukv_score_cuda_snapkv(lukv_stats_cuda *c, const lukv_layer_view *x, int window, int pool_kernel,
+                                      float *score_dev, lukv_error *err) {
+  const char *who = "lukv_score_cuda_snapkv";
+  int rc = lukv_stats_check_view(x, "qkl", who, err);
+  if (rc != LUKV_OK) return rc;
+  if (!score_dev) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: score is NULL", who);
+  if (window < 0 || window > x->T_ctx)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: window %d outside [0, T_ctx=%d]", who, window, x->T_ctx);
+  if (pool_kernel < 1 || pool_kernel % 2 == 0)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: pool kernel %d must be odd and >= 1 (same-size pooling)",
+                          who, pool_kernel);
+  if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
+  if ((rc = enq_snapkv(c, x, window, pool_kernel, score_dev, who, err)) != LUKV_OK) return rc;
+  return stream_sync(c, who, err);
+}
+
+extern "C" int lukv_score_cuda_keydiff(lukv_stats_cuda *c, const lukv_layer_view *x, float *score_dev,
+                                       lukv_error *err) {
+  const char *who = "lukv_score_cuda_keydiff";
+  int rc = lukv_stats_check_view(x, "k", who, err);
+  if (rc != LUKV_OK) return rc;
+  if (!score_dev) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: score is NULL", who);
+  if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
+  if ((rc = enq_keydiff(c, x, score_dev, who, err)) != LUKV_OK) return rc;
+  return stream_sync(c, who, err);
+}
+
+extern "C" int lukv_stats_cuda_curves(lukv_stats_cuda *c, const float *u_dev, int n_scores,
+                                      const float *const *score_dev, int n_heads, int T_ctx, int sink, int window,
+                                      int grid, float *curves, lukv_error *err) {
+  const char *who = "lukv_stats_cuda_curves";
+  if (!u_dev || !curves || (n_scores > 0 && !score_dev))
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: utility, scores or curve is NULL", who);
+  if (n_scores < 0 || n_scores > MAX_SCORES || n_heads < 1)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: %d scores (at most %d) of %d heads", who, n_scores,
+                          MAX_SCORES, n_heads);
+  for (int i = 0; i < n_scores; i++)
+    if (!score_dev[i]) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: score %d is NULL", who, i);
+  if (grid < 1 || sink < 0 || window < 0)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: grid %d, sink %d, window %d out of range", who, grid, sink,
+                          window);
+  if (T_ctx < 1 || (int64_t)T_ctx <= (int64_t)sink + window)
+    return lukv_error_set(err, LUKV_ERR_INVALID,
+                          "%s: context of %d tokens leaves no mid tokens after sink %d + window %d", who, T_ctx,
+                          sink, window);
+  int rc = use_device(c, who, err);
+  if (rc != LUKV_OK) return rc;
+  const int nseg = (1 + n_scores) * n_heads;
+  const size_t ncurve = (size_t)nseg * ((size_t)grid + 1);
+  if ((rc = ensure(c, &c->curves_d, sizeof(float) * ncurve, who, err)) != LUKV_OK) return rc;
+  if ((rc = ensure(c, &c->flags, sizeof(unsigned) * (size_t)nseg, who, err)) != LUKV_OK) return rc;
+  unsigned *bad_d = (unsigned *)c->flags.p;
+  CU(cudaMemsetAsync(bad_d, 0xff, sizeof(unsigned) * (size_t)nseg, c->st));
+  rc = enq_curves(c, u_dev, n_scores, score_dev, n_heads, T_ctx, sink, window, grid, (float *)c->curves_d.p, bad_d,
+                  who, err);
+  if (rc != LUKV_OK) return rc;
+  unsigned *bad = (unsigned *)malloc(sizeof(unsigned) * (size_t)nseg);
+  if (!bad) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: flags", who);
+  cudaError_t e = cudaMemcpyAsync(curves, c->curves_d.p, sizeof(float) * ncurve, cudaMemcpyDeviceToHost, c->st);
+  if (e == cudaSuccess) e = cudaMemcpyAsync(bad, bad_d, sizeof(unsigned) * (size_t)nseg, cudaMemcpyDeviceToHost, c->st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
+  if (e != cudaSuccess) {
+    free(bad);
+    return cuda_fail(err, who, "cudaMemcpyAsync / cudaStreamSynchronize", e);
+  }
+  rc = report_bad_curve(bad, n_scores, n_heads, T_ctx, u_dev, score_dev, err);
+  free(bad);
+  return rc;
+}
+
+extern "C" int lukv_layer_stats_cuda(lukv_stats_cuda *c, const lukv_layer_view *x, const lukv_stats_params *p,
+                                     int n_scorers, const lukv_scorer_id *scorers, int n_samples, int n_layers,
+                                     int sample, int layer, float *const *curves, float *oracle,
+                                     float *utility_total, lukv_error *err) {
+  const char *who = "lukv_layer_stats_cuda";
+  int rc = lukv_stats_check_view(x, "qkvlo", who, err);
+  if (rc != LUKV_OK) return rc;
+  if ((rc = lukv_stats_check_params(x, p, who, err)) != LUKV_OK) return rc;
+  if (n_scorers < 0 || (n_scorers > 0 && (!scorers || !curves)))
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: %d scorers but no scorer list or curves", who, n_scorers);
+  if (n_scorers > MAX_SCORES)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: %d scorers; at most %d", who, n_scorers, MAX_SCORES);
+  for (int i = 0; i < n_scorers; i++) {
+    if (!lukv_scorer_name(scorers[i]))
+      return lukv_error_set(err, LUKV_ERR_INVALID, "%s: unknown scorer id %d", who, (int)scorers[i]);
+    if (!curves[i])
+      return lukv_error_set(err, LUKV_ERR_INVALID, "%s: curves for %s is NULL", who, lukv_scorer_name(scorers[i]));
+  }
+  if (!oracle || !utility_total)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: oracle or utility_total is NULL", who);
+  if (n_samples < 1 || n_layers < 1 || sample < 0 || sample >= n_samples || layer < 0 || layer >= n_layers)
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: sample %d of %d, layer %d of %d out of range", who, sample,
+                          n_samples, layer, n_layers);
+  if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
+
+  const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads, G = p->grid;
+  const int s = p->sink, w = p->window;
+  const int nseg = (1 + n_scorers) * Hkv;
+  const size_t ncurve = (size_t)nseg * ((size_t)G + 1), ht = (size_t)Hkv * T;
+  const size_t n_flags = (size_t)Hkv + (size_t)nseg;
+  rc = ensure(c, &c->vn, sizeof(float) * (size_t)Hq * T, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->u, sizeof(float) * ht, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->score, sizeof(float) * ht * (n_scorers > 0 ? n_scorers : 1), who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->curves_d, sizeof(float) * ncurve, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->flags, sizeof(unsigned) * n_flags, who, err);
+  if (rc == LUKV_OK) rc = ensure_host((void **)&c->curves_h, &c->curves_h_bytes, sizeof(float) * ncurve, who, err);
+  if (rc != LUKV_OK) return rc;
+  float *vn = (float *)c->vn.p, *u = (float *)c->u.p;
+  const float *score_ptr[MAX_SCORES];
+  for (int i = 0; i < n_scorers; i++) score_ptr[i] = (const float *)c->score.p + (size_t)i * ht;
+  unsigned *bad_u = (unsigned *)c->flags.p, *bad_c = bad_u + Hkv;
+  CU(cudaMemsetAsync(c->flags.p, 0xff, sizeof(unsigned) * n_flags, c->st));
+
+  if ((rc = enq_vnorm(c, x, vn, who, err)) != LUKV_OK) return rc;
+  if ((rc = enq_utility(c, x, vn, p->utility, u, bad_u, who, err)) != LUKV_OK) return rc;
+  for (int i = 0; i < n_scorers && rc == LUKV_OK; i++) {
+    float *sc = (float *)c->score.p + (size_t)i * ht;
+    switch (scorers[i]) {
+    case LUKV_SCORER_SNAPKV: rc = enq_snapkv(c, x, w, p->pool_kernel, sc, who, err); break;
+    case LUKV_SCORER_KEYDIFF: rc = enq_keydiff(c, x, sc, who, err); break;
+    }
+  }
+  if (rc != LUKV_OK) return rc;
+  rc = enq_curves(c, u, n_scorers, score_ptr, Hkv, T, s, w, G, (float *)c->curves_d.p, bad_c, who, err);
+  if (rc != LUKV_OK) return rc;
+
+  unsigned *flags = (unsigned *)malloc(sizeof(unsigned) * n_flags);
+  if (!flags) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: flags", who);
+  double vsum = 0.0;
+  cudaError_t e = cudaMemcpyAsync(c->curves_h, c->curves_d.p, sizeof(float) * ncurve, cudaMemcpyDeviceToHost, c->st);
+  if (e == cudaSuccess)
+    e = cudaMemcpyAsync(flags, c->flags.p, sizeof(unsigned) * n_flags, cudaMemcpyDeviceToHost, c->st);
+  if (e == cudaSuccess) e = cudaMemcpyAsync(&vsum, c->dsum.p, sizeof vsum, cudaMemcpyDeviceToHost, c->st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(c->st);
+  if (e != cudaSuccess) {
+    free(flags);
+    return cuda_fail(err, who, "cudaMemcpyAsync / cudaStreamSynchronize", e);
+  }
+  /* Errors in the CPU twin's order: value norms, utility, then the curves. */
+  rc = check_vsum(vsum, err);
+  if (rc == LUKV_OK) rc = report_bad_utility(flags, Hkv, T, u, err);
+  if (rc == LUKV_OK) rc = report_bad_curve(flags + Hkv, n_scorers, Hkv, T, u, score_ptr, err);
+  free(flags);
+  if (rc != LUKV_OK) return rc;
+
+  /* Row (sample, layer, h) of an [S, L, H, G+1] array, and of [S, L, H]. */
+  const size_t head0 = ((size_t)sample * n_layers + layer) * Hkv, G1 = (size_t)G + 1;
+  for (int h = 0; h < Hkv; h++) {
+    float *orow = oracle + (head0 + h) * G1;
+    memcpy(orow, c->curves_h + (size_t)h * G1, sizeof(float) * G1);
+    utility_total[head0 + h] = orow[0]; /* m_0 = 0: the mid total as stored */
+  }
+  for (int i = 0; i < n_scorers; i++)
+    for (int h = 0; h < Hkv; h++) {
+      float *crow = curves[i] + (head0 + h) * G1;
+      memcpy(crow, c->curves_h + ((size_t)(1 + i) * Hkv + h) * G1, sizeof(float) * G1);
+      lukv_stats_guard_curve(crow, oracle + (head0 + h) * G1, G, T, s, w);
+    }
+  return LUKV_OK;
+}
+
+namespace {
+int cuda_layer_stats(void *user, const lukv_layer_view *x, const lukv_stats_params *p, int n_scorers,
+                     const lukv_scorer_id *scorers, int n_samples, int n_layers, int sample, int layer,
+                     float *const *curves, float *oracle, float *utility_total, lukv_error *err) {
+  return lukv_layer_stats_cuda((ctx_t *)user, x, p, n_scorers, scorers, n_samples, n_layers, sample, layer, curves,
+                               oracle, utility_total, err);
+}
+} /* namespace */
+
+extern "C" int lukv_profile_add_layer_cuda(lukv_stats_cuda *c, lukv_profile *prof, int sample, int layer,
+                                           const lukv_layer_view *x, lukv_error *err) {
+  if (!c) return lukv_error_set(err, LUKV_ERR_INVALID, "lukv_profile_add_layer_cuda: context is NULL");
+  return lukv_profile_add_layer_with(prof, sample, layer, x, cuda_layer_stats, c, "lukv_profile_add_layer_cuda",
+                                     err);
+}

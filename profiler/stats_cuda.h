@@ -1,0 +1,94 @@
+/* The profiler's statistics on the GPU (CUDA builds only): fused kernels that
+ * never hold a T x T matrix, each the twin of a CPU function in stats.h and
+ * tested against it (tests/test_profiler_stats_gpu.c, suite gpu).
+ *
+ *   lukv_stats_cuda_vnorm      lukv_stats_vnorm     Gram matrices (cuBLAS f32),
+ *                                                   v·M_q (cuBLAS f32), row norms
+ *                                                   in double, a deterministic
+ *                                                   normalising reduction
+ *   lukv_stats_cuda_utility    lukv_stats_utility   key-stationary recomputation
+ *                                                   of exp(scale·q·k − lse)
+ *   lukv_score_cuda_snapkv     lukv_score_snapkv    the same over the window rows,
+ *                                                   then max-pool and group mean
+ *   lukv_score_cuda_keydiff    lukv_score_keydiff
+ *   lukv_stats_cuda_curves     lukv_stats_curve     CUB segmented radix sort on a
+ *                                                   composite key, sequential
+ *                                                   double suffix sums
+ *   lukv_layer_stats_cuda      lukv_layer_stats
+ *   lukv_profile_add_layer_cuda lukv_profile_add_layer
+ *
+ * Every pointer inside the lukv_layer_view is DEVICE memory (f32, the layouts
+ * of stats.h) — what the CUDA engine's tap hands over (model/backend.h). The
+ * scalar fields are the same as on the CPU. Functions named *_dev write device
+ * arrays; the layer functions write the same host arrays as their CPU twins.
+ *
+ * Precision: q·k dot products in f32 (FMA, head dims in order), exp in f32
+ * (expf), every reduction over rows, tokens or heads in double — as the CPU
+ * twin, whose results these match up to the f32 rounding of the dot products
+ * (~1e-6 relative). Results are deterministic: no floating-point atomics.
+ *
+ * Work runs on the context's own stream; every function synchronises it
+ * before returning (the layer functions need their results on the host), so
+ * the caller's pointers may change afterwards. CUDA failures are
+ * LUKV_ERR_CUDA naming the call; argument errors are those of the CPU twin.
+ * A context is not safe to use from two threads at once.
+ */
+#ifndef LUKV_PROFILER_STATS_CUDA_H
+#define LUKV_PROFILER_STATS_CUDA_H
+
+#include "formats.h"
+#include "stats.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Scratch (device buffers that only grow, a stream, a cuBLAS handle) reused
+ * across layers and samples, on the device current at creation. */
+typedef struct lukv_stats_cuda lukv_stats_cuda;
+
+int lukv_stats_cuda_create(lukv_stats_cuda **out, lukv_error *err);
+void lukv_stats_cuda_destroy(lukv_stats_cuda *c); /* NULL: no-op */
+
+/* vnorm_dev: device [Hq, T_ctx]. Uses v, o_proj. */
+int lukv_stats_cuda_vnorm(lukv_stats_cuda *c, const lukv_layer_view *x, float *vnorm_dev,
+                          lukv_error *err);
+
+/* vnorm_dev: device [Hq, T_ctx] (from lukv_stats_cuda_vnorm); u_dev: device
+ * [Hkv, T_ctx]. Uses q, k, lse; F >= 1. */
+int lukv_stats_cuda_utility(lukv_stats_cuda *c, const lukv_layer_view *x, const float *vnorm_dev,
+                            lukv_utility_mode mode, float *u_dev, lukv_error *err);
+
+/* score_dev: device [Hkv, T_ctx]. */
+int lukv_score_cuda_snapkv(lukv_stats_cuda *c, const lukv_layer_view *x, int window,
+                           int pool_kernel, float *score_dev, lukv_error *err);
+int lukv_score_cuda_keydiff(lukv_stats_cuda *c, const lukv_layer_view *x, float *score_dev,
+                            lukv_error *err);
+
+/* The loss curves of n_heads heads at once, unguarded (as lukv_stats_curve):
+ * u_dev device [n_heads, T_ctx]; score_dev[i] device [n_heads, T_ctx] for
+ * i < n_scores (n_scores >= 0). curves: HOST [(1 + n_scores) · n_heads, G+1]:
+ * block 0 the oracle (ranked by u itself), block 1 + i scorer i; row h of a
+ * block is head h. Each row equals lukv_stats_curve on that head's rows,
+ * bit for bit. */
+int lukv_stats_cuda_curves(lukv_stats_cuda *c, const float *u_dev, int n_scores,
+                           const float *const *score_dev, int n_heads, int T_ctx, int sink,
+                           int window, int grid, float *curves, lukv_error *err);
+
+/* lukv_layer_stats with a device view; the outputs are the same host arrays. */
+int lukv_layer_stats_cuda(lukv_stats_cuda *c, const lukv_layer_view *x,
+                          const lukv_stats_params *p, int n_scorers,
+                          const lukv_scorer_id *scorers, int n_samples, int n_layers, int sample,
+                          int layer, float *const *curves, float *oracle, float *utility_total,
+                          lukv_error *err);
+
+/* lukv_profile_add_layer with a device view. */
+int lukv_profile_add_layer_cuda(lukv_stats_cuda *c, lukv_profile *prof, int sample, int layer,
+                                const lukv_layer_view *x, lukv_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
