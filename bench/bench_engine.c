@@ -31,6 +31,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "bench_cuda.h"
+
 #include "cuda_kernels.h"
 #include "model.h"
 
@@ -62,37 +64,10 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cuda_ok(cudaError_t e, const char *what) {
-  if (e == cudaSuccess) return 1;
-  fprintf(stderr, "bench-engine: %s: %s (%s)\n", what, cudaGetErrorString(e), cudaGetErrorName(e));
-  return 0;
-}
-
 static double used_gib(void) {
   size_t fr = 0, tot = 0;
   if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return -1;
   return (double)(tot - fr) / (1 << 30);
-}
-
-/* Milliseconds of one call of fn(ctx), mean of reps after one warm-up. */
-typedef int (*timed_fn)(void *ctx);
-static double time_ms(timed_fn fn, void *ctx, int reps) {
-  cudaEvent_t a, b;
-  if (!cuda_ok(cudaEventCreate(&a), "cudaEventCreate") || !cuda_ok(cudaEventCreate(&b), "cudaEventCreate"))
-    return -1;
-  float ms = -1;
-  if (fn(ctx) && cuda_ok(cudaDeviceSynchronize(), "warm-up") && cuda_ok(cudaEventRecord(a, 0), "cudaEventRecord")) {
-    int ok = 1;
-    for (int i = 0; i < reps && ok; i++) ok = fn(ctx);
-    if (ok && cuda_ok(cudaEventRecord(b, 0), "cudaEventRecord") && cuda_ok(cudaEventSynchronize(b), "run") &&
-        cuda_ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime"))
-      ms /= (float)reps;
-    else
-      ms = -1;
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms;
 }
 
 /* ---- peers --------------------------------------------------------------------- */
@@ -116,10 +91,10 @@ static double gemm_peak(int n) {
   double tf = -1;
   size_t e = (size_t)n * n;
   if (cublasCreate(&g.h) != CUBLAS_STATUS_SUCCESS) return -1;
-  if (cuda_ok(cudaMalloc(&g.a, 2 * e), "cudaMalloc") && cuda_ok(cudaMalloc(&g.b, 2 * e), "cudaMalloc") &&
-      cuda_ok(cudaMalloc(&g.c, 4 * e), "cudaMalloc") && cuda_ok(cudaMemset(g.a, 0x3c, 2 * e), "cudaMemset") &&
-      cuda_ok(cudaMemset(g.b, 0x3c, 2 * e), "cudaMemset")) { /* 0x3c3c: a normal bf16 (~0.0115) */
-    double ms = time_ms(gemm_once, &g, 20);
+  if (bench_cuda_ok(cudaMalloc(&g.a, 2 * e), "cudaMalloc") && bench_cuda_ok(cudaMalloc(&g.b, 2 * e), "cudaMalloc") &&
+      bench_cuda_ok(cudaMalloc(&g.c, 4 * e), "cudaMalloc") && bench_cuda_ok(cudaMemset(g.a, 0x3c, 2 * e), "cudaMemset") &&
+      bench_cuda_ok(cudaMemset(g.b, 0x3c, 2 * e), "cudaMemset")) { /* 0x3c3c: a normal bf16 (~0.0115) */
+    double ms = bench_time_ms(gemm_once, &g, 20);
     if (ms > 0) tf = 2.0 * n * n * (double)n / (ms * 1e-3) / 1e12;
   }
   cudaFree(g.a), cudaFree(g.b), cudaFree(g.c);
@@ -134,16 +109,16 @@ typedef struct copy_ctx {
 
 static int copy_once(void *vc) {
   copy_ctx *c = vc;
-  return cuda_ok(cudaMemcpyAsync(c->b, c->a, c->bytes, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
+  return bench_cuda_ok(cudaMemcpyAsync(c->b, c->a, c->bytes, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
 }
 
 /* Device memory bandwidth in GB/s (read + write of a 2 GiB copy). */
 static double bandwidth(void) {
   copy_ctx c = {.bytes = (size_t)2 << 30};
   double gbs = -1;
-  if (cuda_ok(cudaMalloc(&c.a, c.bytes), "cudaMalloc") && cuda_ok(cudaMalloc(&c.b, c.bytes), "cudaMalloc") &&
-      cuda_ok(cudaMemset(c.a, 1, c.bytes), "cudaMemset")) {
-    double ms = time_ms(copy_once, &c, 10);
+  if (bench_cuda_ok(cudaMalloc(&c.a, c.bytes), "cudaMalloc") && bench_cuda_ok(cudaMalloc(&c.b, c.bytes), "cudaMalloc") &&
+      bench_cuda_ok(cudaMemset(c.a, 1, c.bytes), "cudaMemset")) {
+    double ms = bench_time_ms(copy_once, &c, 10);
     if (ms > 0) gbs = 2.0 * (double)c.bytes / (ms * 1e-3) / 1e9;
   }
   cudaFree(c.a), cudaFree(c.b);
@@ -160,23 +135,7 @@ typedef struct attn_ctx {
 
 static int attn_once(void *vc) {
   attn_ctx *a = vc;
-  return cuda_ok(lukv_cuda_flash_attention(a->q, a->k, a->v, &a->sh, a->out, a->lse, 0), "flash attention");
-}
-
-static int fill_random_bf16(void *dev, size_t n, uint64_t seed) {
-  uint16_t *h = malloc(2 * n);
-  if (!h) return 0;
-  uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (size_t i = 0; i < n; i++) {
-    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-    float f = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    h[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-  }
-  int ok = cuda_ok(cudaMemcpy(dev, h, 2 * n, cudaMemcpyHostToDevice), "cudaMemcpy");
-  free(h);
-  return ok;
+  return bench_cuda_ok(lukv_cuda_flash_attention(a->q, a->k, a->v, &a->sh, a->out, a->lse, 0), "flash attention");
 }
 
 static double causal_attn_flops(int T, int S, int Hq, int d) {
@@ -194,11 +153,11 @@ static void bench_attention(const lukv_model_config *c, const int *Ts, int nT, d
                          .head_dim = c->head_dim, .window = 0}};
     size_t nq = (size_t)Ts[i] * c->n_heads * c->head_dim, nk = (size_t)Ts[i] * c->n_kv_heads * c->head_dim;
     double ms = -1;
-    if (cuda_ok(cudaMalloc(&a.q, 2 * nq), "cudaMalloc") && cuda_ok(cudaMalloc(&a.k, 2 * nk), "cudaMalloc") &&
-        cuda_ok(cudaMalloc(&a.v, 2 * nk), "cudaMalloc") && cuda_ok(cudaMalloc(&a.out, 2 * nq), "cudaMalloc") &&
-        cuda_ok(cudaMalloc((void **)&a.lse, 4 * (size_t)Ts[i] * c->n_heads), "cudaMalloc") &&
-        fill_random_bf16(a.q, nq, 1) && fill_random_bf16(a.k, nk, 2) && fill_random_bf16(a.v, nk, 3))
-      ms = time_ms(attn_once, &a, 3);
+    if (bench_cuda_ok(cudaMalloc(&a.q, 2 * nq), "cudaMalloc") && bench_cuda_ok(cudaMalloc(&a.k, 2 * nk), "cudaMalloc") &&
+        bench_cuda_ok(cudaMalloc(&a.v, 2 * nk), "cudaMalloc") && bench_cuda_ok(cudaMalloc(&a.out, 2 * nq), "cudaMalloc") &&
+        bench_cuda_ok(cudaMalloc((void **)&a.lse, 4 * (size_t)Ts[i] * c->n_heads), "cudaMalloc") &&
+        bench_fill_random_bf16(a.q, nq, 1) && bench_fill_random_bf16(a.k, nk, 2) && bench_fill_random_bf16(a.v, nk, 3))
+      ms = bench_time_ms(attn_once, &a, 3);
     if (ms > 0) {
       double tf = causal_attn_flops(Ts[i], Ts[i], c->n_heads, c->head_dim) / (ms * 1e-3) / 1e12;
       printf("  %8d %12.3f %10.1f %10.3f\n", Ts[i], ms, tf, tf / peak_tf);
@@ -316,6 +275,7 @@ static int parse_lengths(const char *s, int *Ts, int *nT) {
 }
 
 int main(int argc, char **argv) {
+  bench_set_prog("bench-engine");
   const char *cfg = LUKV_BENCH_CONFIG;
   int Ts[MAX_LENGTHS] = {4096, 16384, 32768}, nT = 3, n_dec = 32, skip_model = 0, skip_attn = 0, gemm_n = 8192;
   unsigned long long seed = 0;
@@ -365,7 +325,7 @@ int main(int argc, char **argv) {
     return 77;
   }
   struct cudaDeviceProp p;
-  if (!cuda_ok(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties")) return 1;
+  if (!bench_cuda_ok(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties")) return 1;
   printf("bench-engine: %s, %d SMs, %.1f GiB, compute capability %d.%d\n", p.name, p.multiProcessorCount,
          (double)p.totalGlobalMem / (1 << 30), p.major, p.minor);
   lukv_error err = {0};

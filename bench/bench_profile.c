@@ -33,6 +33,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bench_cuda.h"
+
 #include "cuda_kernels.h"
 #include "stats.h"
 #include "stats_cuda.h"
@@ -62,12 +64,6 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cuda_ok(cudaError_t e, const char *what) {
-  if (e == cudaSuccess) return 1;
-  fprintf(stderr, "bench-profile: %s: %s (%s)\n", what, cudaGetErrorString(e), cudaGetErrorName(e));
-  return 0;
-}
-
 static int lukv_ok(int rc, const lukv_error *err) {
   if (rc == LUKV_OK) return 1;
   fprintf(stderr, "bench-profile: %s\n", err->msg);
@@ -79,21 +75,6 @@ static uint64_t xs_next(uint64_t *s) {
   return *s;
 }
 
-static int fill_random_bf16(void *dev, size_t n, uint64_t seed) {
-  uint16_t *h = malloc(2 * n);
-  if (!h) return 0;
-  uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (size_t i = 0; i < n; i++) {
-    float f = (float)((double)(xs_next(&s) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    h[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-  }
-  int ok = cuda_ok(cudaMemcpy(dev, h, 2 * n, cudaMemcpyHostToDevice), "cudaMemcpy");
-  free(h);
-  return ok;
-}
-
 static int fill_random_f32(float *dev, size_t n, double sd, uint64_t seed) {
   float *h = malloc(sizeof(float) * n);
   if (!h) return 0;
@@ -103,7 +84,7 @@ static int fill_random_f32(float *dev, size_t n, double sd, uint64_t seed) {
     for (int k = 0; k < 4; k++) z += (double)(xs_next(&s) >> 11) / 9007199254740992.0 - 0.5;
     h[i] = (float)(sd * z * sqrt(3.0));
   }
-  int ok = cuda_ok(cudaMemcpy(dev, h, sizeof(float) * n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  int ok = bench_cuda_ok(cudaMemcpy(dev, h, sizeof(float) * n, cudaMemcpyHostToDevice), "cudaMemcpy");
   free(h);
   return ok;
 }
@@ -119,28 +100,9 @@ typedef struct run {
   float *curves[2], *oracle, *total, *curves_h;
 } run;
 
-static int flash_once(run *r) {
-  return cuda_ok(lukv_cuda_flash_attention(r->qb, r->kb, r->vb, &r->sh, r->ob, r->lse, 0), "flash attention");
-}
-
-/* Milliseconds of the flash forward: mean of reps after one warm-up. */
-static double time_flash(run *r, int reps) {
-  cudaEvent_t a, b;
-  if (!cuda_ok(cudaEventCreate(&a), "cudaEventCreate") || !cuda_ok(cudaEventCreate(&b), "cudaEventCreate"))
-    return -1;
-  float ms = -1;
-  if (flash_once(r) && cuda_ok(cudaDeviceSynchronize(), "warm-up") && cuda_ok(cudaEventRecord(a, 0), "record")) {
-    int ok = 1;
-    for (int i = 0; i < reps && ok; i++) ok = flash_once(r);
-    if (ok && cuda_ok(cudaEventRecord(b, 0), "record") && cuda_ok(cudaEventSynchronize(b), "run") &&
-        cuda_ok(cudaEventElapsedTime(&ms, a, b), "elapsed"))
-      ms /= (float)reps;
-    else
-      ms = -1;
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms;
+static int flash_once(void *vr) {
+  run *r = vr;
+  return bench_cuda_ok(lukv_cuda_flash_attention(r->qb, r->kb, r->vb, &r->sh, r->ob, r->lse, 0), "flash attention");
 }
 
 enum { PART_LAYER, PART_VNORM, PART_UTILITY, PART_SNAPKV, PART_KEYDIFF, PART_CURVES, N_PARTS };
@@ -194,6 +156,7 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
 }
 
 int main(int argc, char **argv) {
+  bench_set_prog("bench-profile");
   int Ts[MAX_LENGTHS] = {4096, 16384, 32768}, nT = 3;
   long future_div = 8, future = -1, reps = 3, Hq = 32, Hkv = 8, d = 128, D = 4096, grid = 256, seed = 1;
   lukv_utility_mode mode = LUKV_UTILITY_MAX;
@@ -259,7 +222,7 @@ int main(int argc, char **argv) {
     return 77;
   }
   struct cudaDeviceProp prop;
-  if (!cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
+  if (!bench_cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties")) return 1;
 
   lukv_error err;
   lukv_error_clear(&err);
@@ -292,35 +255,35 @@ int main(int argc, char **argv) {
                              .window = 0};
     const size_t nq = (size_t)T * Hq * d, nk = (size_t)T * Hkv * d, nw = (size_t)D * Hq * d;
     const size_t ht = (size_t)Hkv * T_ctx, G1 = (size_t)grid + 1;
-    int ok = cuda_ok(cudaMalloc(&r.qb, 2 * nq), "cudaMalloc") && cuda_ok(cudaMalloc(&r.kb, 2 * nk), "cudaMalloc") &&
-             cuda_ok(cudaMalloc(&r.vb, 2 * nk), "cudaMalloc") && cuda_ok(cudaMalloc(&r.ob, 2 * nq), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.lse, sizeof(float) * (size_t)Hq * T), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.q, sizeof(float) * nq), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.k, sizeof(float) * nk), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.v, sizeof(float) * nk), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.wo, sizeof(float) * nw), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.vn, sizeof(float) * (size_t)Hq * T_ctx), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.u, sizeof(float) * ht), "cudaMalloc") &&
-             cuda_ok(cudaMalloc((void **)&r.score, sizeof(float) * ht * 2), "cudaMalloc");
+    int ok = bench_cuda_ok(cudaMalloc(&r.qb, 2 * nq), "cudaMalloc") && bench_cuda_ok(cudaMalloc(&r.kb, 2 * nk), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc(&r.vb, 2 * nk), "cudaMalloc") && bench_cuda_ok(cudaMalloc(&r.ob, 2 * nq), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.lse, sizeof(float) * (size_t)Hq * T), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.q, sizeof(float) * nq), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.k, sizeof(float) * nk), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.v, sizeof(float) * nk), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.wo, sizeof(float) * nw), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.vn, sizeof(float) * (size_t)Hq * T_ctx), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.u, sizeof(float) * ht), "cudaMalloc") &&
+             bench_cuda_ok(cudaMalloc((void **)&r.score, sizeof(float) * ht * 2), "cudaMalloc");
     r.curves[0] = malloc(sizeof(float) * Hkv * G1);
     r.curves[1] = malloc(sizeof(float) * Hkv * G1);
     r.oracle = malloc(sizeof(float) * Hkv * G1);
     r.total = malloc(sizeof(float) * Hkv);
     r.curves_h = malloc(sizeof(float) * 3 * Hkv * G1);
     ok = ok && r.curves[0] && r.curves[1] && r.oracle && r.total && r.curves_h;
-    ok = ok && fill_random_bf16(r.qb, nq, (uint64_t)seed * 3 + 1) && fill_random_bf16(r.kb, nk, (uint64_t)seed * 3 + 2) &&
-         fill_random_bf16(r.vb, nk, (uint64_t)seed * 3 + 3) && fill_random_f32(r.wo, nw, 1.0 / sqrt((double)Hq * d), (uint64_t)seed);
+    ok = ok && bench_fill_random_bf16(r.qb, nq, (uint64_t)seed * 3 + 1) && bench_fill_random_bf16(r.kb, nk, (uint64_t)seed * 3 + 2) &&
+         bench_fill_random_bf16(r.vb, nk, (uint64_t)seed * 3 + 3) && fill_random_f32(r.wo, nw, 1.0 / sqrt((double)Hq * d), (uint64_t)seed);
     /* The tap's view: f32 copies of the bf16 values the forward used, its lse. */
-    ok = ok && flash_once(&r) && cuda_ok(lukv_cuda_bf16_to_f32(r.qb, nq, r.q, 0), "bf16_to_f32") &&
-         cuda_ok(lukv_cuda_bf16_to_f32(r.kb, nk, r.k, 0), "bf16_to_f32") &&
-         cuda_ok(lukv_cuda_bf16_to_f32(r.vb, nk, r.v, 0), "bf16_to_f32") &&
-         cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    ok = ok && flash_once(&r) && bench_cuda_ok(lukv_cuda_bf16_to_f32(r.qb, nq, r.q, 0), "bf16_to_f32") &&
+         bench_cuda_ok(lukv_cuda_bf16_to_f32(r.kb, nk, r.k, 0), "bf16_to_f32") &&
+         bench_cuda_ok(lukv_cuda_bf16_to_f32(r.vb, nk, r.v, 0), "bf16_to_f32") &&
+         bench_cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     r.x = (lukv_layer_view){.T_ctx = T_ctx, .F = F, .n_heads = (int)Hq, .n_kv_heads = (int)Hkv,
                             .head_dim = (int)d, .hidden_size = (int)D, .scale = (float)(1.0 / sqrt((double)d)),
                             .q = r.q, .k = r.k, .v = r.v, .lse = r.lse, .o_proj = r.wo};
     r.p = (lukv_stats_params){.sink = 4, .window = 32, .pool_kernel = 7, .grid = (int)grid, .utility = mode};
     r.ctx = ctx;
-    double fwd = ok ? time_flash(&r, (int)reps) : -1, ms[N_PARTS];
+    double fwd = ok ? bench_time_ms(flash_once, &r, (int)reps) : -1, ms[N_PARTS];
     for (int pt = 0; pt < N_PARTS; pt++) ms[pt] = ok ? time_part(&r, pt, (int)reps) : -1;
     if (fwd > 0 && ms[PART_LAYER] > 0) {
       printf("%7d %7d %6d %10.3f %10.3f %8.3f |", T, T_ctx, F, fwd, ms[PART_LAYER], ms[PART_LAYER] / fwd);
