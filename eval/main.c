@@ -57,7 +57,7 @@ static const char USAGE[] =
     "  --seed N                 generator seed, >= 1000000 (default 1000000)\n"
     "  --bos auto|on|off        BOS (256) first in generated contexts (auto: vocab > 256)\n"
     "  --sink S, --window W     without a table: sink and window (default 4, 32)\n"
-    "  --device cpu|cuda        engine device (default cpu)\n"
+    "  --device cpu|cuda        engine and liblukv cache device (default cpu)\n"
     "  -o, --output FILE        results.h5; results.csv is written beside it\n"
     "  -q, --quiet              no progress line\n"
     "  -h, --help               this text\n"
@@ -341,10 +341,15 @@ int main(int argc, char **argv) {
   int want_lukv = 0;
   for (int j = 0; j < n_alloc; j++) want_lukv |= allocs[j] == LUKV_EVAL_LUKV;
   if (want_lukv && !budgets) return lukv_cli_usage(PROG, "%s", "allocator lukv needs --budgets FILE");
+  lukv_device dev = LUKV_DEVICE_CPU;
   if (!strcmp(device, "cuda")) {
+#if LUKV_HAVE_CUDA
+    dev = LUKV_DEVICE_CUDA; /* engine and liblukv cache on the GPU (run.h) */
+#else
     lukv_error_set(&err, LUKV_ERR_UNSUPPORTED,
-                   "--device cuda: liblukv's decode hook runs on the CPU only in this build (use --device cpu)");
+                   "--device cuda: this build has no CUDA (configure with -Dcuda=enabled, or use --device cpu)");
     return lukv_cli_fail(PROG, &err);
+#endif
   }
 
   /* budgets table */
@@ -403,8 +408,16 @@ int main(int argc, char **argv) {
     }
 
   /* model */
-  rc = lukv_model_open(model_dir, LUKV_DEVICE_CPU, &m, &err);
-  if (rc != LUKV_OK) goto done;
+  rc = lukv_model_open(model_dir, dev, &m, &err);
+  if (rc != LUKV_OK) {
+    if (dev == LUKV_DEVICE_CUDA) { /* say which option led here (e.g. no usable GPU) */
+      char why[sizeof err.msg];
+      snprintf(why, sizeof why, "%s", err.msg);
+      lukv_error_clear(&err);
+      lukv_error_set(&err, rc, "--device cuda: %s", why);
+    }
+    goto done;
+  }
   const lukv_model_config *mc = lukv_model_get_config(m);
   rc = lukv_model_hash(model_dir, hex, &err);
   if (rc != LUKV_OK) goto done;

@@ -9,6 +9,11 @@
  *                       lukv_model_decode_external, attention by
  *                       lukv_append + lukv_decode_attention
  *
+ * Devices: everything follows the model's. On a CUDA model the prefill also
+ * keeps device copies of K, V and the window queries, the liblukv cache is
+ * LUKV_BACKEND_CUDA (compressed from those copies) and each decode step's
+ * append + attention is enqueued on the engine's stream (model.h).
+ *
  * Exact match and the answer NLL come from the same teacher-forced pass: a
  * greedy decode reproduces the answer exactly iff at every answer step the
  * argmax (lowest id on ties) is the expected token, given the expected
@@ -39,6 +44,9 @@ typedef struct lukv_eval_prefill {
   uint16_t *k, *v;       /* [L, Hkv, T, d] bf16 */
   uint16_t *qw;          /* [L, Hq, w, d] bf16: queries at positions T-w .. T-1 */
   float *last_logits;    /* [V] logits of the last context token */
+  lukv_device device;    /* the model's */
+  /* CUDA: device copies of k, v, qw (same shapes, cudaMalloc'd); else NULL */
+  void *k_dev, *v_dev, *qw_dev;
   double seconds;        /* wall time of the forward pass */
 } lukv_eval_prefill;
 
@@ -69,7 +77,7 @@ typedef struct lukv_eval_result {
 } lukv_eval_result;
 
 /* Evaluates one configuration on a prefilled sample (question [nq], answer
- * [na >= 1]). The model must be on the CPU (the decode hook). */
+ * [na >= 1]) with the model that made p (same device). */
 int lukv_eval_run(lukv_model *m, const lukv_eval_prefill *p, const lukv_eval_config *cfg, const int32_t *question,
                   int nq, const int32_t *answer, int na, lukv_eval_result *out, lukv_error *err);
 

@@ -24,6 +24,12 @@
  * before calling the tap and the whole device (cudaDeviceSynchronize) after
  * it returns, so a tap may enqueue work on any stream that reads them, as
  * long as it does not keep the pointers.
+ *
+ * External attention on CUDA (lukv_model_decode_external): the callback gets
+ * the bf16 device q, k, v and attention-output buffers the layer's own
+ * attention would have used, and the backend's stream; nothing is
+ * synchronised before or after it (the callback enqueues on that stream), so
+ * a decode step waits once, for its logits.
  */
 #ifndef LUKV_BACKEND_H
 #define LUKV_BACKEND_H
@@ -40,9 +46,11 @@ typedef struct lukv_fwd_call {
   const lukv_forward_opts *opts;  /* never NULL */
   float *logits;                  /* host [T, V] or [1, V], or NULL */
   const char *where;              /* model source, for messages */
-  /* lukv_model_decode_external: when attn is set (CPU backend only; the
-   * front end sets it only with T == 1 and no cache) each layer calls it
-   * with the post-RoPE q, k, v instead of running its own attention. */
+  /* lukv_model_decode_external: when attn is set (the front end sets it
+   * only with T == 1 and no cache) each layer calls it with the post-RoPE
+   * q, k, v instead of running its own attention: host f32 on CPU, device
+   * bf16 and the backend's stream on CUDA (model.h, lukv_attn_call). The
+   * K/V rows go to row 0 of the call's scratch, RoPE is taken at pos0. */
   lukv_attn_fn attn;
   void *attn_user;
 } lukv_fwd_call;

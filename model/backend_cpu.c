@@ -208,7 +208,8 @@ static int attention_block(const cpu_state *s, int l, const lukv_fwd_call *call,
   lukv_cpu_rope(kdst, T, c->n_kv_heads, d, call->pos0, s->inv_freq);
   if (call->attn) { /* the caller's attention over its own cache (T == 1, no engine cache) */
     lukv_attn_call ac = {.layer = l, .pos = call->pos0, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                         .head_dim = d, .q = a->q, .k = kdst, .v = vdst, .out = a->att};
+                         .head_dim = d, .device = LUKV_DEVICE_CPU, .q = a->q, .k = kdst, .v = vdst,
+                         .out = a->att};
     int rc = call->attn(call->attn_user, &ac);
     if (rc != LUKV_OK)
       return lukv_error_set(err, rc, "%s: attention callback: layer %d: returned %d (%s)", call->where, l, rc,

@@ -5,7 +5,8 @@
  *   per layer: h = RMSNorm(x) bf16
  *              qkv [T, QD + 2 KD] f32 = h W_qkv^T          (one GEMM, q|k|v weights stacked)
  *              q, k, v bf16 = RoPE(qkv + b)                 (k, v straight into the cache)
- *              att bf16, lse f32 = flash attention (decode: split-KV rows kernel)
+ *              att bf16, lse f32 = flash attention (decode: split-KV rows kernel;
+ *                lukv_model_decode_external: the caller's callback, enqueued on our stream)
  *              tap;  x += att Wo^T (+ bo)                   (GEMM accumulates into f32 x)
  *              h = RMSNorm(x);  per 4096 rows: gu f32 = h W_gu^T (gate|up stacked),
  *              a bf16 = silu(gate) * up;  x += a Wdown^T (+ bd)
@@ -474,29 +475,20 @@ int run_tap(cu_state *s, int l, const lukv_fwd_call *call, const bf16 *kdst, con
   return LUKV_OK;
 }
 
-int layer_fwd(cu_state *s, int l, const lukv_fwd_call *call, bf16 *kall, bf16 *vall, lukv_error *err) {
+/* The engine's own attention of layer l over kall/vall [pos0 + T, KD] (the
+ * cache's rows, then this call's), then the tap if any. */
+int own_attention(cu_state *s, int l, const lukv_fwd_call *call, const bf16 *q, const bf16 *kall,
+                  const bf16 *vall, const bf16 *kdst, const bf16 *vdst, bf16 *att, lukv_error *err) {
   const lukv_model_config *c = &s->cfg;
-  const cu_layer *W = &s->layers[l];
   const char *where = call->where;
-  const int T = call->T, D = c->hidden_size, d = c->head_dim, I = c->intermediate_size;
-  const int QD = c->n_heads * d, KD = c->n_kv_heads * d;
-  const float eps = (float)c->rms_norm_eps;
-  float *x = (float *)s->x.p, *qkv = (float *)s->qkv.p;
-  bf16 *h = (bf16 *)s->h.p, *q = (bf16 *)s->q.p, *att = (bf16 *)s->att.p;
-  bf16 *kdst = kall + (size_t)call->pos0 * KD, *vdst = vall + (size_t)call->pos0 * KD;
+  const int T = call->T;
   int rc;
-
-  /* attention */
-  CU("attention", lukv_cuda_rmsnorm(x, W->attn_norm, T, D, eps, h, s->st));
-  if ((rc = gemm(s, h, W->w_qkv, T, D, QD + 2 * KD, 0.f, qkv, "qkv_proj", where, err)) != LUKV_OK) return rc;
-  CU("attention", lukv_cuda_qkv_rope(qkv, W->b_qkv, (const float *)s->cos_t.p, (const float *)s->sin_t.p, T,
-                                     c->n_heads, c->n_kv_heads, d, q, kdst, vdst, s->st));
   lukv_attn_shape sh;
   sh.T = T;
   sh.S = call->pos0 + T;
   sh.n_heads = c->n_heads;
   sh.n_kv_heads = c->n_kv_heads;
-  sh.head_dim = d;
+  sh.head_dim = c->head_dim;
   sh.window = lukv_config_layer_window(c, l);
   if (T > 1 && lukv_cuda_flash_supported(&sh)) {
     CU("attention", lukv_cuda_flash_attention(q, kall, vall, &sh, att, (float *)s->lse.p, s->st));
@@ -507,6 +499,59 @@ int layer_fwd(cu_state *s, int l, const lukv_fwd_call *call, bf16 *kall, bf16 *v
                                              s->attn_ws.cap, s->st));
   }
   if (call->opts->tap && (rc = run_tap(s, l, call, kdst, vdst, sh.window, err)) != LUKV_OK) return rc;
+  return LUKV_OK;
+}
+
+/* lukv_model_decode_external: the caller's attention on this layer's row
+ * (T == 1). Everything stays on the device and in stream order: the
+ * callback enqueues on s->st, and o_proj follows on s->st without a wait. */
+int run_attn_callback(cu_state *s, int l, const lukv_fwd_call *call, const bf16 *q, const bf16 *k, const bf16 *v,
+                      bf16 *att, lukv_error *err) {
+  const lukv_model_config *c = &s->cfg;
+  lukv_attn_call ac;
+  memset(&ac, 0, sizeof ac);
+  ac.layer = l;
+  ac.pos = call->pos0;
+  ac.n_heads = c->n_heads;
+  ac.n_kv_heads = c->n_kv_heads;
+  ac.head_dim = c->head_dim;
+  ac.device = LUKV_DEVICE_CUDA;
+  ac.q_bf16 = q;
+  ac.k_bf16 = k;
+  ac.v_bf16 = v;
+  ac.out_bf16 = att;
+  ac.stream = (void *)s->st;
+  int rc = call->attn(call->attn_user, &ac);
+  if (rc != LUKV_OK)
+    return lukv_error_set(err, rc, "%s: attention callback: layer %d: returned %d (%s)", call->where, l, rc,
+                          lukv_strerror(rc));
+  return LUKV_OK;
+}
+
+int layer_fwd(cu_state *s, int l, const lukv_fwd_call *call, bf16 *kall, bf16 *vall, lukv_error *err) {
+  const lukv_model_config *c = &s->cfg;
+  const cu_layer *W = &s->layers[l];
+  const char *where = call->where;
+  const int T = call->T, D = c->hidden_size, d = c->head_dim, I = c->intermediate_size;
+  const int QD = c->n_heads * d, KD = c->n_kv_heads * d;
+  const float eps = (float)c->rms_norm_eps;
+  float *x = (float *)s->x.p, *qkv = (float *)s->qkv.p;
+  bf16 *h = (bf16 *)s->h.p, *q = (bf16 *)s->q.p, *att = (bf16 *)s->att.p;
+  /* external attention: no cache, this call's row only (RoPE still at pos0) */
+  const size_t row0 = call->attn ? 0 : (size_t)call->pos0;
+  bf16 *kdst = kall + row0 * KD, *vdst = vall + row0 * KD;
+  int rc;
+
+  /* attention */
+  CU("attention", lukv_cuda_rmsnorm(x, W->attn_norm, T, D, eps, h, s->st));
+  if ((rc = gemm(s, h, W->w_qkv, T, D, QD + 2 * KD, 0.f, qkv, "qkv_proj", where, err)) != LUKV_OK) return rc;
+  CU("attention", lukv_cuda_qkv_rope(qkv, W->b_qkv, (const float *)s->cos_t.p, (const float *)s->sin_t.p, T,
+                                     c->n_heads, c->n_kv_heads, d, q, kdst, vdst, s->st));
+  if (call->attn) {
+    if ((rc = run_attn_callback(s, l, call, q, kdst, vdst, att, err)) != LUKV_OK) return rc;
+  } else if ((rc = own_attention(s, l, call, q, kall, vall, kdst, vdst, att, err)) != LUKV_OK) {
+    return rc;
+  }
   if ((rc = gemm(s, att, W->wo, T, QD, D, 1.f, x, "o_proj", where, err)) != LUKV_OK) return rc;
   if (W->bo) CU("o_proj", lukv_cuda_add_bias(x, W->bo, T, D, s->st));
 

@@ -195,8 +195,6 @@ int lukv_model_decode_external(lukv_model *m, int32_t token, int pos, lukv_attn_
                                float *logits, lukv_error *err) {
   if (!m) return lukv_error_set(err, LUKV_ERR_INVALID, "lukv_model_decode_external: model is NULL");
   if (!attn) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: decode_external: attn is NULL", m->source);
-  if (m->be->device != LUKV_DEVICE_CPU)
-    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED, "%s: decode_external: only the CPU device has it", m->source);
   if (pos < 0) return lukv_error_set(err, LUKV_ERR_RANGE, "%s: decode_external: position %d < 0", m->source, pos);
   if (token < 0 || token >= m->cfg.vocab_size)
     return lukv_error_set(err, LUKV_ERR_RANGE, "%s: token: id %ld outside [0, vocab_size %d)", m->source,

@@ -8,7 +8,7 @@
  *
  * The front end (this header, model.c) owns configuration, weight loading,
  * argument and token checks and generation; the arithmetic sits behind a
- * backend (backend.h): CPU reference (f32, OpenBLAS) now, CUDA later, with
+ * backend (backend.h): CPU reference (f32, OpenBLAS) and CUDA (bf16), with
  * the same calls and results within tolerance.
  *
  * Conventions: functions return LUKV_OK or a negative status and, when err is
@@ -104,27 +104,50 @@ int lukv_model_forward(lukv_model *m, lukv_kv_cache *cache, const int32_t *token
  * computes the new token's post-RoPE q, k and v at position `pos` and calls
  * attn, which stores k/v wherever it keeps its cache (e.g. liblukv's
  * compacted segments) and writes the attention output; the engine then goes
- * on with o_proj and the MLP. Pointers are the engine's host f32 buffers,
- * valid during the call only. The callback owns everything about the keys
- * it attends over, including any sliding window. CPU device only. */
+ * on with o_proj and the MLP. The callback owns everything about the keys
+ * it attends over, including any sliding window.
+ *
+ * Where the tensors live depends on the model's device (the call's `device`):
+ *   CPU   q, k, v, out: the engine's host f32 buffers; the *_bf16 pointers
+ *         and stream are NULL. out is read when the callback returns.
+ *   CUDA  q_bf16, k_bf16, v_bf16, out_bf16: the engine's DEVICE buffers, bf16
+ *         (uint16_t bit patterns, the values the engine's own attention
+ *         would use), 16-byte aligned; the f32 pointers are NULL. stream is
+ *         the engine's cudaStream_t: the engine does not synchronise around
+ *         the call and enqueues o_proj on that stream right after it returns,
+ *         so the callback enqueues its work on `stream` (for liblukv:
+ *         lukv_cache_set_stream(cache, c->stream), then lukv_append and
+ *         lukv_decode_attention) and may return before it has run; work on
+ *         any other stream must be complete before it returns. The engine
+ *         reuses the buffers for the next layer, in stream order.
+ * Pointers are valid during the call only (device ones: for work enqueued
+ * on `stream` during the call). */
 typedef struct lukv_attn_call {
   int layer;        /* 0 .. L-1 */
   int pos;          /* absolute position of the token (RoPE already applied at it) */
   int n_heads;      /* Hq */
   int n_kv_heads;   /* Hkv */
   int head_dim;     /* d */
+  lukv_device device;          /* the model's: which pointers below are set */
+  /* CPU */
   const float *q;   /* [Hq, d]  post-RoPE query */
   const float *k;   /* [Hkv, d] post-RoPE key */
   const float *v;   /* [Hkv, d] value */
   float *out;       /* [Hq, d]  written by the callback: attention output of each query head */
+  /* CUDA (device memory, bf16) */
+  const uint16_t *q_bf16;      /* [Hq, d] */
+  const uint16_t *k_bf16;      /* [Hkv, d] */
+  const uint16_t *v_bf16;      /* [Hkv, d] */
+  uint16_t *out_bf16;          /* [Hq, d] written by the callback (in stream order) */
+  void *stream;                /* cudaStream_t of the engine */
 } lukv_attn_call;
 
 /* Return LUKV_OK to continue; any other value stops the step, which returns it. */
 typedef int (*lukv_attn_fn)(void *user, const lukv_attn_call *c);
 
 /* Runs token (0 <= id < V) at position pos (>= 0) with the caller's attention;
- * logits [V] caller-owned (or NULL). No engine KV cache is involved.
- * LUKV_ERR_UNSUPPORTED on a non-CPU model. */
+ * logits [V] caller-owned host memory (or NULL). No engine KV cache is
+ * involved. CPU and CUDA models. */
 int lukv_model_decode_external(lukv_model *m, int32_t token, int pos, lukv_attn_fn attn, void *user,
                                float *logits, lukv_error *err);
 

@@ -41,9 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 
@@ -51,6 +48,7 @@
 #include "stats.h"
 #include "stats_cuda.h"
 #include "testutil.h"
+#include "testutil_gpu.h"
 
 #define CUDA_OK(call)                                                                                   \
   do {                                                                                                  \
@@ -745,36 +743,7 @@ static Suite *gpu_suite(void) {
   return s;
 }
 
-/* 0: a usable device; else the reason is printed and the exit code is 77. */
-static int probe_device(void) {
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid < 0) return 1;
-  if (pid == 0) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n < 1) {
-      printf("test-profiler-stats-gpu: no CUDA device (%s): skipped\n",
-             e != cudaSuccess ? cudaGetErrorString(e) : "count 0");
-      fflush(stdout);
-      _exit(1);
-    }
-    struct cudaDeviceProp p;
-    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess || p.major < 9) {
-      printf("test-profiler-stats-gpu: device 0 is not sm_90 or later (this build's code): skipped\n");
-      fflush(stdout);
-      _exit(1);
-    }
-    printf("test-profiler-stats-gpu: %s, compute capability %d.%d\n", p.name, p.major, p.minor);
-    fflush(stdout);
-    _exit(0);
-  }
-  int st = 0;
-  if (waitpid(pid, &st, 0) != pid) return 1;
-  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
-}
-
 int main(void) {
-  if (probe_device() != 0) return 77;
+  if (lukv_test_gpu_probe("test-profiler-stats-gpu") != 0) return 77;
   return lukv_test_run(gpu_suite(), CK_NORMAL);
 }
