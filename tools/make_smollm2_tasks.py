@@ -80,9 +80,18 @@ def main():
         toks, off = f["tokens"][()], f["offsets"][()]
         vocab = int(f.attrs["vocab_size"])
     wins = [toks[off[i]:off[i + 1]] for i in range(len(off) - 1)]
-    W = len(wins)
     if any(len(w) < T + a.ppl_len for w in wins):
-        sys.exit("make_smollm2_tasks: a held-out window is shorter than context + ppl answer")
+        # Contexts longer than the corpus windows (4K, 8K): the windows are
+        # consecutive pieces of one token stream (documents in the split's
+        # order), so join runs of them into windows long enough. Haystacks of
+        # different samples then overlap when the split is short; each sample
+        # still has its own needle, depth and key.
+        per = -(-(T + a.ppl_len) // min(len(w) for w in wins))
+        if per > len(wins):
+            sys.exit(f"make_smollm2_tasks: the held-out corpus has {len(toks)} tokens, "
+                     f"fewer than context + ppl answer = {T + a.ppl_len}")
+        wins = [np.concatenate(wins[i:i + per]) for i in range(len(wins) - per + 1)]
+    W = len(wins)
 
     # tokens after which a needle may start: ends a sentence or a line
     ends = set()
