@@ -183,8 +183,8 @@ static int rd_str(cursor *c, const char *what, const char **s, uint64_t *len) {
 /* Keys and tensor names: 1..LUKV_GGUF_MAX_NAME printable ASCII bytes, so that
  * they can go into one-line messages as they are. */
 static int rd_name(cursor *c, const char *what, char **out) {
-  const char *s;
-  uint64_t len;
+  const char *s = NULL; /* set by rd_str on success; -O3 cannot see that */
+  uint64_t len = 0;
   int rc = rd_str(c, what, &s, &len);
   if (rc != LUKV_OK) return rc;
   if (len == 0 || len > LUKV_GGUF_MAX_NAME)
