@@ -18,8 +18,8 @@
  * sink 4, window 32, pool 7, grid 256, utility max. Target (issue 5):
  * stats / forward <= 0.6.
  *
- * Per-layer times only: a whole-profile tokens/s figure needs an end-to-end
- * lukv-profile run on a random-weight model, which this program does not do.
+ * Per-layer times only: the whole-profile tokens/s comes from an end-to-end
+ * `lukv-profile --random-init CONFIG --device cuda` run (printed below).
  * The PyTorch peer is bench/profile_peer.py on the same GPU; the command is
  * printed. Exits 77 with one line when there is no CUDA device.
  */
@@ -306,6 +306,8 @@ int main(int argc, char **argv) {
            "--grid %ld --utility %s\n",
            T, F, Hq, Hkv, d, D, grid, mode == LUKV_UTILITY_MAX ? "max" : "sum");
   }
-  printf("# per-layer times only: no whole-profile tokens/s without an end-to-end lukv-profile run\n");
+  printf("# per-layer times only; whole-profile tokens/s on this shape (T = 32K):\n"
+         "#   build-gpu/profiler/lukv-profile --random-init bench/configs/llama-3.1-8b.json --device cuda "
+         "--context-len 28672 --future-len 4096 --samples 2 -o /tmp/8b-profile.h5\n");
   return failed;
 }

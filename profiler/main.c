@@ -23,6 +23,7 @@
 #include "lukv_config.h"
 #include "model.h"
 #include "progress.h"
+#include "sha256.h"
 #include "stats.h"
 #if LUKV_HAVE_CUDA
 #include "stats_cuda.h"
@@ -45,6 +46,10 @@ static const char USAGE[] =
     "  --model DIR|FILE.gguf    Hugging Face model directory (default " DEFAULT_MODEL ")\n"
     "                           or a llama.cpp GGUF file (a path ending in .gguf)\n"
     "  --corpus FILE            corpus.h5 of token ids (default " DEFAULT_CORPUS ")\n"
+    "  --random-init CONFIG     instead of --model: a config.json's shape with seeded\n"
+    "                           random weights (benchmarks of big shapes); without\n"
+    "                           --corpus the samples are seeded random tokens\n"
+    "  --seed N                 seed of --random-init weights and tokens (default 0)\n"
     "  -o, --output FILE        profile.h5 to write (required)\n"
     "  --context-len T          context tokens per sample (default 2048)\n"
     "  --future-len F           future tokens per sample, >= 1 (default 256)\n"
@@ -154,8 +159,42 @@ static int write_shard_attrs(const char *path, int64_t first_sample, int shard_i
   return rc;
 }
 
+/* --random-init's identity: the sha256 of "random-init", the config file's
+ * bytes and the seed, so that profiles of one shape and seed merge and those
+ * of another refuse to. */
+static int random_model_hash(const char *config_path, int seed, char hex[65], lukv_error *err) {
+  FILE *f = fopen(config_path, "rb");
+  if (!f) return lukv_error_set(err, LUKV_ERR_IO, "%s: cannot open: %s", config_path, strerror(errno));
+  lukv_sha256 h;
+  lukv_sha256_init(&h);
+  lukv_sha256_update(&h, "random-init", 11);
+  unsigned char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) lukv_sha256_update(&h, buf, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return lukv_error_set(err, LUKV_ERR_IO, "%s: read error", config_path);
+  char s[32];
+  snprintf(s, sizeof s, "seed %d", seed);
+  lukv_sha256_update(&h, s, strlen(s));
+  lukv_sha256_final_hex(&h, hex);
+  return LUKV_OK;
+}
+
+/* "random-init <config file name> seed N"; malloc'd (NULL when out of memory). */
+static char *random_model_name(const char *config_path, int seed) {
+  const char *base = strrchr(config_path, '/');
+  base = base ? base + 1 : config_path;
+  size_t n = strlen(base) + 48;
+  char *s = malloc(n);
+  if (s) snprintf(s, n, "random-init %s seed %d", base, seed);
+  return s;
+}
+
 static int cmd_profile(int argc, char **argv) {
   const char *model_dir = NULL, *corpus_path = NULL, *out_path = NULL, *dump_path = NULL;
+  const char *rand_cfg = NULL; /* --random-init */
+  int seed = 0;
   const char *mode = "teacher", *scorers_arg = "snapkv,keydiff", *utility = "max";
   int T = 2048, F = 256, n_samples_arg = -1, sink = 4, window = 32, pool = 7, grid = 256;
   int shard_i = 0, shard_n = 0, quiet = 0;
@@ -177,6 +216,9 @@ static int cmd_profile(int argc, char **argv) {
     if (!strcmp(a, "--model")) {
       NEED_VALUE();
       model_dir = v;
+    } else if (!strcmp(a, "--random-init")) {
+      NEED_VALUE();
+      rand_cfg = v;
     } else if (!strcmp(a, "--corpus")) {
       NEED_VALUE();
       corpus_path = v;
@@ -191,6 +233,7 @@ static int cmd_profile(int argc, char **argv) {
     INT_OPT("--window", 0, window)
     INT_OPT("--pool", 1, pool)
     INT_OPT("--grid", 1, grid)
+    INT_OPT("--seed", 0, seed)
     else if (!strcmp(a, "--mode")) {
       NEED_VALUE();
       if (strcmp(v, "teacher") && strcmp(v, "generate"))
@@ -262,9 +305,11 @@ static int cmd_profile(int argc, char **argv) {
     if (n_scorers == 0) return lukv_cli_usage(PROG, "%s", "--scorers needs at least one scorer");
   }
 
+  if (model_dir && rand_cfg) return lukv_cli_usage(PROG, "%s", "give --model or --random-init, not both");
+
   lukv_error err;
   lukv_error_clear(&err);
-  if (!model_dir) {
+  if (!model_dir && !rand_cfg) {
     model_dir = DEFAULT_MODEL;
     if (!is_dir_with(model_dir, "config.json")) {
       lukv_error_set(&err, LUKV_ERR_NOTFOUND,
@@ -273,12 +318,29 @@ static int cmd_profile(int argc, char **argv) {
       return lukv_cli_fail(PROG, &err);
     }
   }
-  if (!corpus_path) corpus_path = DEFAULT_CORPUS;
+  /* --random-init without --corpus: seeded random tokens, drawn once the
+   * model's vocabulary is known (below). */
+  const int random_tokens = rand_cfg && !corpus_path;
+  const char *model_src = rand_cfg ? rand_cfg : model_dir; /* for messages */
+  if (!corpus_path) corpus_path = random_tokens ? "random tokens" : DEFAULT_CORPUS;
 
   /* corpus first: cheap, and its errors need no model */
   lukv_corpus corpus;
   memset(&corpus, 0, sizeof corpus);
-  if (lukv_corpus_read(corpus_path, &corpus, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
+  if (random_tokens) {
+    corpus.n_samples = n_samples_arg > 0 ? n_samples_arg : 1;
+    corpus.n_tokens = corpus.n_samples * (int64_t)(T + F);
+    corpus.tokens = calloc((size_t)corpus.n_tokens, sizeof *corpus.tokens);
+    corpus.offsets = malloc(sizeof *corpus.offsets * (size_t)(corpus.n_samples + 1));
+    if (!corpus.tokens || !corpus.offsets) {
+      lukv_corpus_free(&corpus);
+      lukv_error_set(&err, LUKV_ERR_NOMEM, "%s: out of memory", corpus_path);
+      return lukv_cli_fail(PROG, &err);
+    }
+    for (int64_t s = 0; s <= corpus.n_samples; s++) corpus.offsets[s] = s * (T + F);
+  } else if (lukv_corpus_read(corpus_path, &corpus, &err) != LUKV_OK) {
+    return lukv_cli_fail(PROG, &err);
+  }
   int64_t S_all = corpus.n_samples;
   if (n_samples_arg > 0) {
     if (n_samples_arg > S_all) {
@@ -320,19 +382,29 @@ static int cmd_profile(int argc, char **argv) {
   }
 
   lukv_model *m = NULL;
-  if (lukv_model_open(model_dir, device, &m, &err) != LUKV_OK) {
+  if ((rand_cfg ? lukv_model_random(rand_cfg, (uint64_t)seed, device, &m, &err)
+                : lukv_model_open(model_dir, device, &m, &err)) != LUKV_OK) {
     lukv_corpus_free(&corpus);
     return lukv_cli_fail(PROG, &err);
   }
   const lukv_model_config *cfg = lukv_model_get_config(m);
   int rc = LUKV_OK;
+  if (random_tokens) { /* xorshift64 per sample: the same tokens for every shard */
+    for (int64_t s = 0; s < corpus.n_samples; s++) {
+      uint64_t x = ((uint64_t)seed << 32 ^ (uint64_t)s) * 0x9e3779b97f4a7c15ULL + 1;
+      for (int64_t t = corpus.offsets[s]; t < corpus.offsets[s + 1]; t++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        corpus.tokens[t] = (int32_t)((x >> 11) % (uint64_t)cfg->vocab_size);
+      }
+    }
+  }
   for (int l = 0; l < cfg->n_layers && rc == LUKV_OK; l++) {
     int w = lukv_config_layer_window(cfg, l);
     if (w > 0 && w < T + F)
       rc = lukv_error_set(&err, LUKV_ERR_UNSUPPORTED,
                           "%s: layer %d: sliding window %d < context_len %d + future_len %d; the "
                           "statistics assume full causal attention",
-                          model_dir, l, w, T, F);
+                          model_src, l, w, T, F);
   }
   for (int64_t s = s0; s < s1 && rc == LUKV_OK; s++)
     for (int64_t t = 0; t < (teacher ? T + F : T); t++) {
@@ -342,7 +414,7 @@ static int cmd_profile(int argc, char **argv) {
                             "%s: /tokens: sample %lld token %lld (index %lld) is id %d, outside "
                             "the model's vocabulary [0, %d) of %s",
                             corpus_path, (long long)s, (long long)t,
-                            (long long)(corpus.offsets[s] + t), (int)id, cfg->vocab_size, model_dir);
+                            (long long)(corpus.offsets[s] + t), (int)id, cfg->vocab_size, model_src);
         break;
       }
     }
@@ -350,10 +422,10 @@ static int cmd_profile(int argc, char **argv) {
   lukv_profile prof;
   memset(&prof, 0, sizeof prof);
   char hex[65];
-  if (rc == LUKV_OK) rc = lukv_model_hash(model_dir, hex, &err);
+  if (rc == LUKV_OK) rc = rand_cfg ? random_model_hash(rand_cfg, seed, hex, &err) : lukv_model_hash(model_dir, hex, &err);
   size_t L = (size_t)cfg->n_layers, H = (size_t)cfg->n_kv_heads, G1 = (size_t)grid + 1;
   if (rc == LUKV_OK) {
-    prof.model.model_name = lukv_model_display_name(model_dir);
+    prof.model.model_name = rand_cfg ? random_model_name(rand_cfg, seed) : lukv_model_display_name(model_dir);
     prof.model.model_hash = strdup(hex);
     prof.model.n_layers = cfg->n_layers;
     prof.model.n_kv_heads = cfg->n_kv_heads;

@@ -187,6 +187,27 @@ def main():
                           needle="context_len is 36 but")
         check(other in se and sh[0] in se, f"merge error names both files: {se.strip()}")
 
+        # ---- --random-init: seeded weights and tokens; shards of it merge into the whole run
+        cfgj = os.path.join(MODEL, "config.json")
+        rnd = [os.path.join(tmp, f"rnd{i}.h5") for i in range(4)]
+        for i, extra in enumerate((["--samples", "2"], ["--samples", "2", "--shard", "1/2"],
+                                   ["--samples", "2", "--shard", "2/2"], ["--samples", "2", "--seed", "5"])):
+            rc, so, se = run("--random-init", cfgj, *SMALL, *extra, "-o", rnd[i])
+            check(rc == 0, f"random-init {extra}: exit {rc}: {se.strip()}")
+        rm = os.path.join(tmp, "rnd-merged.h5")
+        rc, so, se = run("merge", rnd[1], rnd[2], "-o", rm)
+        check(rc == 0, f"random-init merge: exit {rc}: {se.strip()}")
+        if rc == 0:
+            a_r, r_attrs = valid_profile(rnd[0], "random-init")
+            a_rm, _ = arrays(rm)
+            check(all(a_rm[k].tobytes() == a_r[k].tobytes() for k in a_r), "random-init shards merged != whole run")
+            check(r_attrs["model_name"] == "random-init config.json seed 0", f"random-init name {r_attrs['model_name']}")
+            a_5, attrs_5 = arrays(rnd[3])
+            check(attrs_5["model_hash"] != r_attrs["model_hash"], "random-init: another seed, another model_hash")
+            check(a_5["curves/oracle"].tobytes() != a_r["curves/oracle"].tobytes(), "random-init: another seed, other curves")
+        expect_error("--model with --random-init", ["--model", MODEL, "--random-init", cfgj, *SMALL, "-o", rm + "x"],
+                     rm + "x", code=2, needle="not both")
+
         # ---- generate mode
         gen = os.path.join(tmp, "gen.h5")
         gdump = os.path.join(tmp, "gen-tokens.txt")
