@@ -38,6 +38,28 @@ double bench_time_ms(bench_timed_fn fn, void *ctx, int reps) {
   return ms;
 }
 
+double bench_best_ms(bench_timed_fn fn, void *ctx, int reps, cudaStream_t st) {
+  cudaEvent_t a, b;
+  if (!bench_cuda_ok(cudaEventCreate(&a), "cudaEventCreate")) return -1;
+  if (!bench_cuda_ok(cudaEventCreate(&b), "cudaEventCreate")) {
+    cudaEventDestroy(a);
+    return -1;
+  }
+  float best = -1;
+  int ok = fn(ctx) && bench_cuda_ok(cudaStreamSynchronize(st), "warm-up");
+  for (int i = 0; i < reps && ok; i++) {
+    float ms;
+    ok = bench_cuda_ok(cudaEventRecord(a, st), "cudaEventRecord") && fn(ctx) &&
+         bench_cuda_ok(cudaEventRecord(b, st), "cudaEventRecord") &&
+         bench_cuda_ok(cudaEventSynchronize(b), "run") &&
+         bench_cuda_ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+    if (ok && (best < 0 || ms < best)) best = ms;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ok ? best : -1;
+}
+
 int bench_fill_random_bf16(void *dev, size_t n, uint64_t seed) {
   uint16_t *h = malloc(2 * (n ? n : 1));
   if (!h) return 0;

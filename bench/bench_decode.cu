@@ -28,6 +28,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bench_cuda.h"
 #include "lukv.h"
 
 #define CK(call)                                                                      \
@@ -128,6 +129,25 @@ void drop(layer_cache *lc) {
   CK(cudaFree(lc->out));
 }
 
+struct graph_run {
+  cudaGraphExec_t ge;
+  cudaStream_t st;
+};
+int launch_graph(void *p) {
+  const graph_run *r = (const graph_run *)p;
+  return bench_cuda_ok(cudaGraphLaunch(r->ge, r->st), "cudaGraphLaunch");
+}
+
+struct copy_run {
+  void *a, *b;
+  size_t bytes;
+  cudaStream_t st;
+};
+int copy_once(void *p) {
+  const copy_run *r = (const copy_run *)p;
+  return bench_cuda_ok(cudaMemcpyAsync(r->b, r->a, r->bytes, cudaMemcpyDeviceToDevice, r->st), "cudaMemcpyAsync");
+}
+
 /* Mean seconds per call over a graph of ITERS decode calls (best of 3). */
 double time_decode(layer_cache *lc, cudaStream_t st) {
   LK(lc->cache, lukv_decode_attention(lc->cache, 0, lc->q, lc->out, 0.0f)); /* warm up */
@@ -138,22 +158,9 @@ double time_decode(layer_cache *lc, cudaStream_t st) {
     LK(lc->cache, lukv_decode_attention(lc->cache, 0, lc->q, lc->out, 0.0f));
   CK(cudaStreamEndCapture(st, &g));
   CK(cudaGraphInstantiate(&ge, g, 0));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  CK(cudaGraphLaunch(ge, st));
-  float best = 1e30f;
-  for (int rep = 0; rep < 3; rep++) {
-    CK(cudaEventRecord(e0, st));
-    CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (ms < best) best = ms;
-  }
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
+  graph_run r = {ge, st};
+  const double best = bench_best_ms(launch_graph, &r, 3, st);
+  if (best < 0) exit(1);
   CK(cudaGraphExecDestroy(ge));
   CK(cudaGraphDestroy(g));
   return best / 1e3 / ITERS;
@@ -166,22 +173,9 @@ double copy_bandwidth(cudaStream_t st) {
   CK(cudaMalloc(&a, bytes));
   CK(cudaMalloc(&b, bytes));
   CK(cudaMemsetAsync(a, 1, bytes, st));
-  CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, st));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  float best = 1e30f;
-  for (int rep = 0; rep < 5; rep++) {
-    CK(cudaEventRecord(e0, st));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (ms < best) best = ms;
-  }
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
+  copy_run r = {a, b, bytes, st};
+  const double best = bench_best_ms(copy_once, &r, 5, st);
+  if (best < 0) exit(1);
   CK(cudaFree(a));
   CK(cudaFree(b));
   return 2.0 * (double)bytes / (best / 1e3);
@@ -223,6 +217,7 @@ void empty_launch(cudaStream_t st, double *plain, double *graph) {
 } /* namespace */
 
 int main(int argc, char **argv) {
+  bench_set_prog("bench-decode");
   int quick = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) {
