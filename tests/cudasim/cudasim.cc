@@ -1,0 +1,798 @@
+/* cudasim: the CUDA runtime subset this project calls, on the CPU
+ * (tests/cudasim/README.md; the device-side half is cudasim.h).
+ *
+ * Memory: cudaMalloc is host memory (256-byte aligned, filled with 0xff so
+ * that a read of memory nobody wrote is NaN, as uninitialised device memory
+ * often is), tracked so that copies can check that their device side lies in
+ * an allocation. Streams: every operation runs when it is issued (a stream is
+ * only a label), except on a stream being captured, where it is recorded into
+ * the graph and runs at each cudaGraphLaunch. Kernels: the blocks of a grid
+ * run one after another; the threads of a block are fibers (ucontext) that
+ * run in a shuffled order (CUDASIM_SCHEDULE) until each waits at a barrier.
+ *
+ * One host thread at a time: this is a test harness, not a runtime. */
+#include "cudasim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CUDASIM_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDASIM_ASAN 1
+#endif
+#endif
+#ifdef CUDASIM_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* ---- context switch -------------------------------------------------------------
+ * glibc's swapcontext makes two system calls (the signal mask) per switch,
+ * most of the emulator's time; on x86-64 a switch of the callee-saved
+ * registers does (the System V ABI: rbx, rbp, r12-r15; the fiber never
+ * changes the FP control words). Elsewhere, ucontext. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CUDASIM_FAST_SWITCH 1
+extern "C" void cudasim_switch(void **save_sp, void *load_sp);
+asm(".text\n"
+    ".globl cudasim_switch\n"
+    ".type cudasim_switch,@function\n"
+    "cudasim_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size cudasim_switch, .-cudasim_switch\n");
+#endif
+
+struct CUstream_st {
+  unsigned flags;
+  bool capturing, invalidated;
+  cudaStreamCaptureMode mode;
+  struct CUgraph_st *graph;
+};
+struct CUgraph_st {
+  std::vector<std::function<void()>> nodes;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> nodes;
+};
+
+namespace cudasim {
+
+uint3 thread_idx, block_idx;
+dim3 block_dim, grid_dim;
+
+namespace {
+
+/* ---- errors ---------------------------------------------------------------- */
+cudaError_t last_error = cudaSuccess;
+
+cudaError_t ret(cudaError_t e) {
+  if (e != cudaSuccess) last_error = e;
+  return e;
+}
+
+[[noreturn]] void fatal(const char *what, const char *kernel) {
+  fprintf(stderr, "cudasim: %s%s%s\n", what, kernel ? " in kernel " : "", kernel ? kernel : "");
+  fflush(stderr);
+  abort();
+}
+
+/* ---- allocations ------------------------------------------------------------ */
+std::map<uintptr_t, size_t> allocations; /* base -> bytes */
+
+/* Is [p, p + n) inside one cudaMalloc allocation? */
+bool in_device(const void *p, size_t n) {
+  const uintptr_t a = (uintptr_t)p;
+  auto it = allocations.upper_bound(a);
+  if (it == allocations.begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second;
+}
+
+/* ---- streams and capture ------------------------------------------------------ */
+std::set<cudaStream_t> streams;
+
+bool is_legacy(cudaStream_t s) { return s == 0 || s == cudaStreamLegacy || s == cudaStreamPerThread; }
+
+/* Captures in a mode that forbids "potentially unsafe" calls on this thread. */
+bool strict_capture_active() {
+  for (cudaStream_t s : streams)
+    if (s->capturing && s->mode != cudaStreamCaptureModeRelaxed) return true;
+  return false;
+}
+
+void invalidate_captures() {
+  for (cudaStream_t s : streams)
+    if (s->capturing) s->invalidated = true;
+}
+
+/* cudaMalloc, cudaFree, synchronous copies and device-wide synchronisation
+ * are refused while a strict capture is open, and they break that capture. */
+cudaError_t unsafe_call() {
+  if (!strict_capture_active()) return cudaSuccess;
+  invalidate_captures();
+  return cudaErrorStreamCaptureUnsupported;
+}
+
+/* ---- fibers ------------------------------------------------------------------- */
+enum fiber_state { READY, AT_BLOCK, AT_WARP, DONE };
+
+struct fiber {
+#ifdef CUDASIM_FAST_SWITCH
+  void *sp;
+#else
+  ucontext_t ctx;
+#endif
+  fiber_state st;
+  uint3 tid;
+  int linear;
+  char *stack;
+  void *fake_stack;
+};
+
+struct warp_slots {
+  unsigned gen;                  /* warp barriers released so far */
+  unsigned char slot[2][32][16]; /* shuffle values, double-buffered by gen parity */
+  unsigned stamp[2][32];         /* gen at which each slot was written */
+  unsigned memo_gen;             /* gen of the collective whose result memo holds */
+  std::vector<unsigned char> memo;
+};
+
+const size_t STACK_BYTES = (size_t)512 << 10;
+
+struct block_run {
+  std::vector<fiber> f;
+  std::vector<warp_slots> w;
+  std::vector<int> order;
+#ifdef CUDASIM_FAST_SWITCH
+  void *sched_sp = nullptr;
+#else
+  ucontext_t sched;
+#endif
+  void *sched_fake = nullptr;
+  const void *sched_bottom = nullptr;
+  size_t sched_size = 0;
+  fiber *cur = nullptr;
+  const std::function<void()> *body = nullptr;
+  unsigned char *smem = nullptr;
+  const char *name = nullptr;
+  bool active = false;
+} B;
+
+std::vector<char *> stacks;
+unsigned long long launches = 0;
+
+char *stack_for(size_t i) {
+  while (stacks.size() <= i) {
+    void *p = mmap(nullptr, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) fatal("cannot map a fiber stack", B.name);
+    stacks.push_back((char *)p);
+  }
+  return stacks[i];
+}
+
+/* Fiber -> scheduler. */
+void yield_to_scheduler(bool dying) {
+  fiber *f = B.cur;
+#ifdef CUDASIM_ASAN
+  __sanitizer_start_switch_fiber(dying ? nullptr : &f->fake_stack, B.sched_bottom, B.sched_size);
+#endif
+#ifdef CUDASIM_FAST_SWITCH
+  cudasim_switch(&f->sp, B.sched_sp);
+  if (dying) fatal("a finished thread was resumed", B.name);
+#else
+  if (dying) {
+    setcontext(&B.sched);
+    fatal("setcontext returned", B.name);
+  }
+  swapcontext(&f->ctx, &B.sched);
+#endif
+#ifdef CUDASIM_ASAN
+  __sanitizer_finish_switch_fiber(f->fake_stack, nullptr, nullptr);
+#endif
+}
+
+void fiber_main() {
+#ifdef CUDASIM_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &B.sched_bottom, &B.sched_size);
+#endif
+  (*B.body)();
+  B.cur->st = DONE;
+  yield_to_scheduler(true);
+}
+
+/* Scheduler -> fiber f, until f waits or ends. */
+void resume(fiber &f) {
+  B.cur = &f;
+  thread_idx = f.tid;
+#ifdef CUDASIM_ASAN
+  __sanitizer_start_switch_fiber(&B.sched_fake, f.stack, STACK_BYTES);
+#endif
+#ifdef CUDASIM_FAST_SWITCH
+  cudasim_switch(&B.sched_sp, f.sp);
+#else
+  swapcontext(&B.sched, &f.ctx);
+#endif
+#ifdef CUDASIM_ASAN
+  __sanitizer_finish_switch_fiber(B.sched_fake, nullptr, nullptr);
+#endif
+}
+
+/* CUDASIM_SCHEDULE: "forward", "reverse", or "random" (default) with
+ * CUDASIM_SEED (default 1) mixed with the launch number. */
+enum { SCHED_RANDOM, SCHED_FORWARD, SCHED_REVERSE };
+int schedule_mode() {
+  static int mode = -1;
+  if (mode < 0) {
+    const char *s = getenv("CUDASIM_SCHEDULE");
+    mode = !s || !strcmp(s, "random") ? SCHED_RANDOM : !strcmp(s, "forward") ? SCHED_FORWARD
+           : !strcmp(s, "reverse")                    ? SCHED_REVERSE
+                                                      : (fatal("CUDASIM_SCHEDULE must be forward, reverse or random", nullptr), 0);
+  }
+  return mode;
+}
+
+unsigned long long seed_base() {
+  static unsigned long long seed = 0;
+  if (!seed) {
+    const char *s = getenv("CUDASIM_SEED");
+    seed = s ? strtoull(s, nullptr, 10) + 1 : 2;
+  }
+  return seed;
+}
+
+void make_order(int n) {
+  B.order.resize(n);
+  for (int i = 0; i < n; i++) B.order[i] = i;
+  const int mode = schedule_mode();
+  if (mode == SCHED_REVERSE) {
+    for (int i = 0; i < n; i++) B.order[i] = n - 1 - i;
+  } else if (mode == SCHED_RANDOM) {
+    unsigned long long x = seed_base() * 0x9E3779B97F4A7C15ull + launches * 0xBF58476D1CE4E5B9ull +
+                           (((unsigned long long)block_idx.z * 65536u + block_idx.y) * 2147483648ull + block_idx.x);
+    for (int i = n - 1; i > 0; i--) {
+      x ^= x >> 31;
+      x *= 0x94D049BB133111EBull;
+      x ^= x >> 29;
+      const int j = (int)(x % (unsigned long long)(i + 1));
+      const int t = B.order[i];
+      B.order[i] = B.order[j];
+      B.order[j] = t;
+    }
+  }
+}
+
+void run_block(int n) {
+  B.f.resize(n);
+  B.w.assign((n + 31) / 32, warp_slots{});
+  for (warp_slots &w : B.w) {
+    memset(w.stamp, 0xff, sizeof w.stamp);
+    w.memo_gen = ~0u;
+  }
+  make_order(n);
+  for (int i = 0; i < n; i++) {
+    fiber &f = B.f[i];
+    f.st = READY;
+    f.linear = i;
+    f.tid = make_uint3(i % block_dim.x, i / block_dim.x % block_dim.y, i / (block_dim.x * block_dim.y));
+    f.stack = stack_for(i);
+    f.fake_stack = nullptr;
+#ifdef CUDASIM_FAST_SWITCH
+    /* A fresh stack as cudasim_switch leaves one: six saved registers, then
+     * the address `ret` jumps to, then a null return address for fiber_main
+     * (which never returns), so that fiber_main starts with rsp = 8 mod 16
+     * as after a call. */
+    void **top = (void **)(f.stack + STACK_BYTES);
+    *--top = nullptr;
+    *--top = (void *)&fiber_main;
+    for (int r = 0; r < 6; r++) *--top = nullptr;
+    f.sp = top;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack;
+    f.ctx.uc_stack.ss_size = STACK_BYTES;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+#endif
+  }
+  bool reverse_pass = false;
+  for (;;) {
+    /* Alternate the direction of the passes: a thread that reads what another
+     * wrote without a barrier between gets the stale value in one of them. */
+    for (int k = 0; k < n; k++) {
+      fiber &f = B.f[B.order[reverse_pass ? n - 1 - k : k]];
+      if (f.st == READY) resume(f);
+    }
+    reverse_pass = !reverse_pass;
+    bool released = false;
+    for (size_t wi = 0; wi < B.w.size(); wi++) {
+      const int lo = (int)wi * 32, hi = lo + 32 < n ? lo + 32 : n;
+      int alive = 0, waiting = 0;
+      for (int i = lo; i < hi; i++) {
+        alive += B.f[i].st != DONE;
+        waiting += B.f[i].st == AT_WARP;
+      }
+      if (alive > 0 && waiting == alive) {
+        for (int i = lo; i < hi; i++)
+          if (B.f[i].st == AT_WARP) B.f[i].st = READY;
+        B.w[wi].gen++;
+        released = true;
+      }
+    }
+    if (released) continue;
+    int alive = 0, at_block = 0, at_warp = 0;
+    for (int i = 0; i < n; i++) {
+      alive += B.f[i].st != DONE;
+      at_block += B.f[i].st == AT_BLOCK;
+      at_warp += B.f[i].st == AT_WARP;
+    }
+    if (alive == 0) break;
+    if (at_block == alive) {
+      for (int i = 0; i < n; i++)
+        if (B.f[i].st == AT_BLOCK) B.f[i].st = READY;
+      continue;
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "deadlock in block (%u, %u, %u): %d of %d threads at __syncthreads, %d at a warp barrier (a barrier "
+             "not reached by every thread)",
+             block_idx.x, block_idx.y, block_idx.z, at_block, alive, at_warp);
+    fatal(msg, B.name);
+  }
+}
+
+void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+  if (B.active) fatal("a kernel launched from inside a kernel", name);
+  B.active = true;
+  B.name = name;
+  B.body = &body;
+  grid_dim = grid;
+  block_dim = block;
+  const int n = (int)(block.x * block.y * block.z);
+  launches++;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++) {
+        block_idx = make_uint3(x, y, z);
+        /* Fresh, poisoned shared memory per block, exactly as large as asked
+         * (ASan then sees any access past it). */
+        B.smem = smem ? (unsigned char *)malloc(smem) : nullptr;
+        if (smem && !B.smem) fatal("out of host memory for shared memory", name);
+        if (B.smem) memset(B.smem, 0xff, smem);
+        run_block(n);
+        free(B.smem);
+        B.smem = nullptr;
+      }
+  B.active = false;
+}
+
+std::map<const void *, int> max_dynamic_smem; /* cudaFuncSetAttribute */
+
+const size_t SMEM_DEFAULT = 48 * 1024, SMEM_OPTIN = 232448;
+
+}  // namespace
+
+/* ---- device side -------------------------------------------------------------- */
+
+void block_barrier() {
+  if (!B.cur) fatal("__syncthreads outside a kernel", nullptr);
+  B.cur->st = AT_BLOCK;
+  yield_to_scheduler(false);
+}
+
+void warp_barrier() {
+  if (!B.cur) fatal("a warp collective outside a kernel", nullptr);
+  B.cur->st = AT_WARP;
+  yield_to_scheduler(false);
+}
+
+int lane_id() { return B.cur->linear & 31; }
+
+void *warp_exchange(const void *v, size_t bytes, int src_lane) {
+  if (bytes > 16) fatal("a warp shuffle of more than 16 bytes", B.name);
+  warp_slots &w = B.w[B.cur->linear / 32];
+  const unsigned gen = w.gen, par = gen & 1u;
+  memcpy(w.slot[par][B.cur->linear & 31], v, bytes);
+  w.stamp[par][B.cur->linear & 31] = gen;
+  warp_barrier();
+  /* The source lane must have taken part in this very shuffle. */
+  if (src_lane < 0 || src_lane > 31 || w.stamp[par][src_lane] != gen)
+    fatal("a warp shuffle reads a lane that did not take part (exited, or at another shuffle)", B.name);
+  return w.slot[par][src_lane];
+}
+
+void *dynamic_smem() { return B.smem; }
+
+bool warp_memo(size_t bytes, void **buf) {
+  warp_slots &w = B.w[B.cur->linear / 32];
+  const bool first = w.memo_gen != w.gen;
+  if (first) {
+    w.memo_gen = w.gen;
+    w.memo.resize(bytes);
+  }
+  *buf = w.memo.data();
+  return first;
+}
+
+/* ---- launches and host work --------------------------------------------------- */
+
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> work) {
+  (void)what;
+  if (!is_legacy(stream) && !streams.count(stream)) return ret(cudaErrorInvalidResourceHandle);
+  if (!is_legacy(stream) && stream->capturing) {
+    if (stream->invalidated) return ret(cudaErrorStreamCaptureInvalidated);
+    stream->graph->nodes.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  if (is_legacy(stream)) {
+    /* The legacy stream waits for every blocking stream: it may not touch a
+     * blocking stream that is being captured. */
+    for (cudaStream_t s : streams)
+      if (s->capturing && !(s->flags & cudaStreamNonBlocking)) {
+        invalidate_captures();
+        return ret(cudaErrorStreamCaptureImplicit);
+      }
+  }
+  work();
+  return cudaSuccess;
+}
+
+void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> body) {
+  const unsigned long long threads = (unsigned long long)c.block.x * c.block.y * c.block.z;
+  if (!c.grid.x || !c.grid.y || !c.grid.z || !threads || threads > 1024 || c.block.z > 64 || c.grid.y > 65535 ||
+      c.grid.z > 65535 || c.grid.x > 2147483647u) {
+    fprintf(stderr, "cudasim: %s launched with grid (%u, %u, %u) block (%u, %u, %u): invalid configuration\n", name,
+            c.grid.x, c.grid.y, c.grid.z, c.block.x, c.block.y, c.block.z);
+    ret(cudaErrorInvalidConfiguration);
+    return;
+  }
+  if (c.smem > SMEM_DEFAULT) {
+    auto it = max_dynamic_smem.find(kernel);
+    const size_t allowed = it == max_dynamic_smem.end() ? SMEM_DEFAULT : (size_t)it->second;
+    if (c.smem > allowed || c.smem > SMEM_OPTIN) {
+      fprintf(stderr, "cudasim: %s launched with %zu bytes of dynamic shared memory, %zu allowed\n", name, c.smem,
+              allowed);
+      ret(cudaErrorInvalidValue);
+      return;
+    }
+  }
+  const dim3 g = c.grid, b = c.block;
+  const size_t smem = c.smem;
+  enqueue(c.stream, name, [name, g, b, smem, body]() { run_grid(name, g, b, smem, body); });
+}
+
+}  // namespace cudasim
+
+using namespace cudasim;
+
+/* ---- the runtime API ------------------------------------------------------------ */
+extern "C" {
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return last_error; }
+
+const char *cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+#define NAME(x) \
+  case x:       \
+    return #x;
+    NAME(cudaSuccess)
+    NAME(cudaErrorInvalidValue)
+    NAME(cudaErrorMemoryAllocation)
+    NAME(cudaErrorInvalidConfiguration)
+    NAME(cudaErrorInvalidDevice)
+    NAME(cudaErrorInvalidResourceHandle)
+    NAME(cudaErrorNoDevice)
+    NAME(cudaErrorMisalignedAddress)
+    NAME(cudaErrorLaunchFailure)
+    NAME(cudaErrorIllegalAddress)
+    NAME(cudaErrorStreamCaptureUnsupported)
+    NAME(cudaErrorStreamCaptureInvalidated)
+    NAME(cudaErrorStreamCaptureImplicit)
+    NAME(cudaErrorStreamCaptureWrongThread)
+    NAME(cudaErrorIllegalState)
+    NAME(cudaErrorNotSupported)
+#undef NAME
+    default:
+      return "cudaErrorUnknown";
+  }
+}
+
+const char *cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorMisalignedAddress: return "misaligned address";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    default: return "unknown error";
+  }
+}
+
+/* CUDASIM_DEVICES=0 makes the machine look GPU-less (the skip path). */
+static int device_count() {
+  const char *s = getenv("CUDASIM_DEVICES");
+  return s ? atoi(s) : 1;
+}
+
+cudaError_t cudaGetDeviceCount(int *count) {
+  if (!count) return ret(cudaErrorInvalidValue);
+  *count = device_count();
+  return *count > 0 ? cudaSuccess : ret(cudaErrorNoDevice);
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device_count() < 1) return ret(cudaErrorNoDevice);
+  return device == 0 ? cudaSuccess : ret(cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaGetDevice(int *device) {
+  if (!device) return ret(cudaErrorInvalidValue);
+  if (device_count() < 1) return ret(cudaErrorNoDevice);
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device) {
+  if (!p) return ret(cudaErrorInvalidValue);
+  if (device_count() < 1) return ret(cudaErrorNoDevice);
+  if (device != 0) return ret(cudaErrorInvalidDevice);
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "cudasim (CPU emulation of an sm_90 device)");
+  p->totalGlobalMem = (size_t)80 << 30;
+  p->sharedMemPerBlock = SMEM_DEFAULT;
+  p->sharedMemPerBlockOptin = SMEM_OPTIN;
+  p->sharedMemPerMultiprocessor = 233472;
+  p->regsPerBlock = 65536;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 2147483647;
+  p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 132;
+  p->maxThreadsPerMultiProcessor = 2048;
+  p->l2CacheSize = 50 << 20;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+  if (!value) return ret(cudaErrorInvalidValue);
+  if (device_count() < 1) return ret(cudaErrorNoDevice);
+  if (device != 0) return ret(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = 132; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)SMEM_OPTIN; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)SMEM_DEFAULT; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    default:
+      fprintf(stderr, "cudasim: cudaDeviceGetAttribute(%d) is not emulated\n", (int)attr);
+      return ret(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
+  if (!func) return ret(cudaErrorInvalidDeviceFunction);
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || (size_t)value > SMEM_OPTIN) return ret(cudaErrorInvalidValue);
+    max_dynamic_smem[func] = value;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+  if (!p) return ret(cudaErrorInvalidValue);
+  if (cudaError_t e = unsafe_call()) return ret(e);
+  *p = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  void *m = nullptr;
+  if (posix_memalign(&m, 256, bytes) != 0) return ret(cudaErrorMemoryAllocation);
+  memset(m, 0xff, bytes);
+  allocations[(uintptr_t)m] = bytes;
+  *p = m;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+  if (!p) return cudaSuccess;
+  if (cudaError_t e = unsafe_call()) return ret(e);
+  auto it = allocations.find((uintptr_t)p);
+  if (it == allocations.end()) {
+    fprintf(stderr, "cudasim: cudaFree(%p): not a pointer cudaMalloc returned\n", p);
+    return ret(cudaErrorInvalidValue);
+  }
+  allocations.erase(it);
+  free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p) {
+  if (!a) return ret(cudaErrorInvalidValue);
+  memset(a, 0, sizeof *a);
+  if (in_device(p, 1)) {
+    a->type = cudaMemoryTypeDevice;
+    a->device = 0;
+    a->devicePointer = (void *)p;
+  } else {
+    a->type = cudaMemoryTypeUnregistered;
+    a->device = -2;
+    a->hostPointer = (void *)p;
+  }
+  return cudaSuccess;
+}
+
+/* The device side(s) of a copy must lie in allocations: a host pointer given
+ * as a device pointer faults on a real GPU. */
+static cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind, const char *who) {
+  if (n == 0) return cudaSuccess;
+  if (!dst || !src) return ret(cudaErrorInvalidValue);
+  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if ((dst_dev && !in_device(dst, n)) || (src_dev && !in_device(src, n))) {
+    fprintf(stderr, "cudasim: %s of %zu bytes (kind %d): the device side [%p or %p] is not inside one cudaMalloc "
+            "allocation\n", who, n, (int)kind, dst, src);
+    return ret(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
+  if (cudaError_t e = unsafe_call()) return ret(e);
+  if (cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpy")) return e;
+  if (n) memmove(dst, src, n);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
+  if (cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpyAsync")) return e;
+  return enqueue(s, "cudaMemcpyAsync", [dst, src, n]() {
+    if (n) memmove(dst, src, n);
+  });
+}
+
+cudaError_t cudaMemset(void *p, int value, size_t n) {
+  if (cudaError_t e = unsafe_call()) return ret(e);
+  if (n && !in_device(p, n)) return ret(cudaErrorInvalidValue);
+  if (n) memset(p, value, n);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
+  if (n && !in_device(p, n)) return ret(cudaErrorInvalidValue);
+  return enqueue(s, "cudaMemsetAsync", [p, value, n]() {
+    if (n) memset(p, value, n);
+  });
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+  if (!s) return ret(cudaErrorInvalidValue);
+  cudaStream_t st = new CUstream_st();
+  st->flags = flags;
+  streams.insert(st);
+  *s = st;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (is_legacy(s) || !streams.count(s)) return ret(cudaErrorInvalidResourceHandle);
+  if (s->capturing) return ret(cudaErrorStreamCaptureUnsupported);
+  streams.erase(s);
+  delete s;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (!is_legacy(s) && !streams.count(s)) return ret(cudaErrorInvalidResourceHandle);
+  if (!is_legacy(s) && s->capturing) {
+    invalidate_captures();
+    return ret(cudaErrorStreamCaptureUnsupported);
+  }
+  if (is_legacy(s)) {
+    if (cudaError_t e = unsafe_call()) return ret(e);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  if (cudaError_t e = unsafe_call()) return ret(e);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
+  if (is_legacy(s)) return ret(cudaErrorStreamCaptureUnsupported);
+  if (!streams.count(s)) return ret(cudaErrorInvalidResourceHandle);
+  if (s->capturing) return ret(cudaErrorIllegalState);
+  s->capturing = true;
+  s->invalidated = false;
+  s->mode = mode;
+  s->graph = new CUgraph_st();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+  if (!graph) return ret(cudaErrorInvalidValue);
+  if (is_legacy(s) || !streams.count(s)) return ret(cudaErrorInvalidResourceHandle);
+  if (!s->capturing) return ret(cudaErrorIllegalState);
+  s->capturing = false;
+  if (s->invalidated) {
+    delete s->graph;
+    s->graph = nullptr;
+    *graph = nullptr;
+    return ret(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = s->graph;
+  s->graph = nullptr;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *status) {
+  if (!status) return ret(cudaErrorInvalidValue);
+  if (!is_legacy(s) && !streams.count(s)) return ret(cudaErrorInvalidResourceHandle);
+  *status = !is_legacy(s) && s->capturing
+                ? (s->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive)
+                : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+  (void)flags;
+  if (!exec || !graph) return ret(cudaErrorInvalidValue);
+  cudaGraphExec_t x = new CUgraphExec_st();
+  x->nodes = graph->nodes;
+  *exec = x;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!exec) return ret(cudaErrorInvalidValue);
+  std::vector<std::function<void()>> *nodes = &exec->nodes;
+  return enqueue(s, "cudaGraphLaunch", [nodes]() {
+    for (auto &n : *nodes) n();
+  });
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+}  // extern "C"

@@ -1,0 +1,266 @@
+/* cudasim: runs this project's CUDA kernels on the CPU, for tests on machines
+ * without a GPU (tests/cudasim/README.md).
+ *
+ * This header is force-included (-include cudasim.h) into the C++ that
+ * translate.py makes from each .cu file. It keeps the real CUDA headers for
+ * types (cudaError_t, dim3, uint4, __nv_bfloat16, ...), turns the CUDA
+ * qualifiers into plain C++ (__shared__ becomes static: the blocks of a grid
+ * run one after another on one OS thread), and declares what the kernels call
+ * on the device: the thread indices, barriers, warp shuffles, atomics and the
+ * intrinsics this project uses. Launches go to ::cudasim::launch_kernel, which
+ * runs every thread of a block as a fiber and switches at each barrier.
+ *
+ * What it checks that a plain host port would not: barriers (a missing
+ * __syncthreads shows up because threads run in a shuffled order between
+ * barriers, a barrier not reached by all threads is a reported deadlock),
+ * launch configurations (dimensions, dynamic shared memory above 48 KiB
+ * without cudaFuncSetAttribute), stream capture rules, and, under ASan,
+ * every out-of-bounds access to global or shared memory. What it cannot
+ * check: timing, registers, memory-model races between blocks, host code
+ * dereferencing device pointers (all memory is host memory here). */
+#ifndef LUKV_CUDASIM_H
+#define LUKV_CUDASIM_H
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <vector_functions.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+/* ---- qualifiers ---------------------------------------------------------- */
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __constant__
+#undef __forceinline__
+#undef __noinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+#define __constant__ static
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+
+namespace cudasim {
+
+/* The running thread's coordinates; the scheduler sets them at every switch. */
+extern uint3 thread_idx, block_idx;
+extern dim3 block_dim, grid_dim;
+
+void block_barrier();              /* __syncthreads */
+void warp_barrier();               /* __syncwarp and the collective parts of wmma */
+void *dynamic_smem();              /* this block's extern __shared__ buffer */
+void *warp_exchange(const void *v, size_t bytes, int src_lane); /* see shfl below */
+int lane_id();
+/* Per-warp result of the warp collective that just passed its barrier: true
+ * for the first lane to ask (it computes into *buf), false for the others
+ * (they copy). Valid because a collective's arguments are warp-uniform. */
+bool warp_memo(size_t bytes, void **buf);
+
+struct launch_config {
+  dim3 grid, block;
+  size_t smem;
+  cudaStream_t stream;
+  launch_config(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = 0) : grid(g), block(b), smem(s), stream(st) {}
+};
+
+/* Validates the configuration, then runs the grid now or, while `stream` is
+ * being captured, records it in the graph. Errors go to cudaGetLastError. */
+void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> thread_body);
+
+template <typename... P, typename... A>
+void launch_kernel(const char *name, void (*kernel)(P...), const launch_config &c, A &&...args) {
+  static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
+  /* Arguments are converted to the parameter types and copied now, as a
+   * launch does: a captured graph replays them by value. */
+  std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
+  submit(name, (const void *)kernel, c, [kernel, params]() { std::apply(kernel, params); });
+}
+
+/* Host-side enqueue of work that is not a kernel (cuBLAS, CUB device-wide
+ * calls): runs now, or is recorded while `stream` is captured. */
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> work);
+
+}  // namespace cudasim
+
+#define threadIdx (::cudasim::thread_idx)
+#define blockIdx (::cudasim::block_idx)
+#define blockDim (::cudasim::block_dim)
+#define gridDim (::cudasim::grid_dim)
+static constexpr int warpSize = 32;
+
+/* nvcc's cuda_runtime.h C++ overloads: typed cudaMalloc, and the one that
+ * takes the kernel itself. */
+template <class T>
+static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
+  return ::cudaMalloc((void **)p, bytes);
+}
+template <class T>
+static inline cudaError_t cudaFuncSetAttribute(T *entry, cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute((const void *)entry, attr, value);
+}
+
+/* ---- barriers and warp collectives ------------------------------------- */
+static inline void __syncthreads() { ::cudasim::block_barrier(); }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  (void)mask;
+  ::cudasim::warp_barrier();
+}
+static inline void __threadfence() {}
+static inline void __threadfence_block() {}
+
+/* Every lane of the warp deposits v, waits for the others, and reads lane
+ * src's value. Only full-warp masks are used by this project. */
+template <class T>
+static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  (void)mask;
+  const int lane = ::cudasim::lane_id(), base = lane / width * width;
+  T r;
+  memcpy(&r, ::cudasim::warp_exchange(&v, sizeof(T), base + ((src % width) + width) % width), sizeof(T));
+  return r;
+}
+template <class T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  (void)mask;
+  const int lane = ::cudasim::lane_id(), base = lane / width * width;
+  T r;
+  memcpy(&r, ::cudasim::warp_exchange(&v, sizeof(T), base + ((lane - base) ^ lane_mask) % width), sizeof(T));
+  return r;
+}
+template <class T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  (void)mask;
+  const int lane = ::cudasim::lane_id(), base = lane / width * width, rel = lane - base;
+  const int src = rel + (int)delta < width ? lane + (int)delta : lane;
+  T r;
+  memcpy(&r, ::cudasim::warp_exchange(&v, sizeof(T), src), sizeof(T));
+  return r;
+}
+
+/* ---- atomics (one fiber runs at a time, so plain read-modify-write) ----- */
+template <class T, class U>
+static inline T atomicAdd(T *p, U v) {
+  const T old = *p;
+  *p = (T)(old + (T)v);
+  return old;
+}
+template <class T, class U>
+static inline T atomicMin(T *p, U v) {
+  const T old = *p;
+  if ((T)v < old) *p = (T)v;
+  return old;
+}
+template <class T, class U>
+static inline T atomicMax(T *p, U v) {
+  const T old = *p;
+  if ((T)v > old) *p = (T)v;
+  return old;
+}
+template <class T, class U>
+static inline T atomicExch(T *p, U v) {
+  const T old = *p;
+  *p = (T)v;
+  return old;
+}
+template <class T, class U, class V>
+static inline T atomicCAS(T *p, U cmp, V v) {
+  const T old = *p;
+  if (old == (T)cmp) *p = (T)v;
+  return old;
+}
+
+/* ---- loads and intrinsics ---------------------------------------------- */
+template <class T>
+static inline T __ldg(const T *p) { return *p; }
+template <class T>
+static inline T __ldcg(const T *p) { return *p; }
+template <class T>
+static inline T __ldcs(const T *p) { return *p; }
+
+/* The _rn forms are single IEEE operations: never contracted into an FMA
+ * (the build uses -ffp-contract=off for the translated files anyway). */
+static inline float __fmul_rn(float a, float b) {
+  volatile float r = a * b;
+  return r;
+}
+static inline float __fadd_rn(float a, float b) {
+  volatile float r = a + b;
+  return r;
+}
+static inline float __fsub_rn(float a, float b) {
+  volatile float r = a - b;
+  return r;
+}
+static inline double __dmul_rn(double a, double b) {
+  volatile double r = a * b;
+  return r;
+}
+static inline double __dadd_rn(double a, double b) {
+  volatile double r = a + b;
+  return r;
+}
+static inline float __fdividef(float a, float b) { return a / b; }
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+static inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
+static inline unsigned __float_as_uint(float x) {
+  unsigned u;
+  memcpy(&u, &x, 4);
+  return u;
+}
+static inline float __uint_as_float(unsigned u) {
+  float x;
+  memcpy(&x, &u, 4);
+  return x;
+}
+static inline int __float_as_int(float x) {
+  int u;
+  memcpy(&u, &x, 4);
+  return u;
+}
+static inline float __int_as_float(int u) {
+  float x;
+  memcpy(&x, &u, 4);
+  return x;
+}
+static inline long long __double_as_longlong(double x) {
+  long long u;
+  memcpy(&u, &x, 8);
+  return u;
+}
+static inline double __longlong_as_double(long long u) {
+  double x;
+  memcpy(&x, &u, 8);
+  return x;
+}
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+
+/* CUDA's min/max overloads for any mix of arithmetic types. */
+template <class A, class B, class = typename std::enable_if<std::is_arithmetic<A>::value && std::is_arithmetic<B>::value>::type>
+static inline typename std::common_type<A, B>::type min(A a, B b) {
+  typedef typename std::common_type<A, B>::type C;
+  return (C)b < (C)a ? (C)b : (C)a;
+}
+template <class A, class B, class = typename std::enable_if<std::is_arithmetic<A>::value && std::is_arithmetic<B>::value>::type>
+static inline typename std::common_type<A, B>::type max(A a, B b) {
+  typedef typename std::common_type<A, B>::type C;
+  return (C)a < (C)b ? (C)b : (C)a;
+}
+
+#endif

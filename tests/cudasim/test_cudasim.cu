@@ -1,0 +1,338 @@
+/* cudasim's own tests: the emulator must run correct CUDA exactly and make
+ * the classic mistakes visible (a missing barrier, a barrier not every thread
+ * reaches, a bad launch, an unsafe call inside a stream capture), and its
+ * CUB, wmma and cuBLAS stand-ins must follow the documented semantics.
+ * Built only with -Dcudasim=true (this file goes through translate.py like
+ * the project's kernels); suite cudasim. */
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <mma.h>
+
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+namespace {
+
+template <class T>
+T *dev_alloc(size_t n) {
+  T *p = nullptr;
+  ck_assert_int_eq(cudaMalloc(&p, sizeof(T) * n), cudaSuccess);
+  return p;
+}
+
+/* ---- barriers ------------------------------------------------------------------- */
+
+/* Tree sum of 256 values in shared memory. */
+__global__ void block_sum_k(const int *in, int *out) {
+  __shared__ int s[256];
+  const int t = threadIdx.x;
+  s[t] = in[blockIdx.x * 256 + t];
+  __syncthreads();
+  for (int h = 128; h > 0; h >>= 1) {
+    if (t < h) s[t] += s[t + h];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+
+START_TEST(test_barrier_reduction) {
+  const int nb = 3;
+  int h[nb * 256], *in = dev_alloc<int>(nb * 256), *out = dev_alloc<int>(nb);
+  for (int i = 0; i < nb * 256; i++) h[i] = i % 17 - 5;
+  cudaMemcpy(in, h, sizeof h, cudaMemcpyHostToDevice);
+  block_sum_k<<<nb, 256>>>(in, out);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  int got[nb];
+  cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
+  for (int b = 0; b < nb; b++) {
+    int want = 0;
+    for (int i = 0; i < 256; i++) want += h[b * 256 + i];
+    ck_assert_int_eq(got[b], want);
+  }
+  cudaFree(in);
+  cudaFree(out);
+}
+END_TEST
+
+/* Each thread reads its neighbour's slot with the barrier left out: the
+ * threads that run before their neighbour see the previous block's value. */
+__global__ void missing_barrier_k(int *stale) {
+  __shared__ int s[128];
+  const int t = threadIdx.x;
+  s[t] = 1000 * (int)blockIdx.x + t;
+  /* __syncthreads() belongs here */
+  const int want = 1000 * (int)blockIdx.x + (t + 1) % 128;
+  if (s[(t + 1) % 128] != want) atomicAdd(stale, 1);
+}
+
+START_TEST(test_missing_barrier_is_visible) {
+  int *stale = dev_alloc<int>(1);
+  cudaMemset(stale, 0, sizeof(int));
+  missing_barrier_k<<<4, 128>>>(stale);
+  int n = 0;
+  cudaMemcpy(&n, stale, sizeof n, cudaMemcpyDeviceToHost);
+  ck_assert_msg(n > 0, "no thread saw a stale value: the schedule hides races");
+  cudaFree(stale);
+}
+END_TEST
+
+/* Half of a warp waits at __syncthreads, the other half at __syncwarp. */
+__global__ void divergent_barrier_k() {
+  if (threadIdx.x < 16)
+    __syncthreads();
+  else
+    __syncwarp();
+}
+
+START_TEST(test_divergent_barrier_aborts) {
+  divergent_barrier_k<<<1, 32>>>();
+}
+END_TEST
+
+/* ---- warp shuffles -------------------------------------------------------------- */
+
+__global__ void warp_sum_k(const double *in, double *out) {
+  double v = in[threadIdx.x];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  out[threadIdx.x] = v;
+}
+
+START_TEST(test_shuffle_butterfly) {
+  double h[64], *in = dev_alloc<double>(64), *out = dev_alloc<double>(64);
+  for (int i = 0; i < 64; i++) h[i] = i * 0.5;
+  cudaMemcpy(in, h, sizeof h, cudaMemcpyHostToDevice);
+  warp_sum_k<<<1, 64>>>(in, out);
+  double got[64];
+  cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 64; i++) {
+    double want = 0;
+    for (int j = i / 32 * 32; j < i / 32 * 32 + 32; j++) want += h[j];
+    ck_assert_double_eq(got[i], want);
+  }
+  cudaFree(in);
+  cudaFree(out);
+}
+END_TEST
+
+/* Lanes 16..31 leave before the shuffle: lane 0 would read garbage. */
+__global__ void shuffle_exited_k(int *out) {
+  if (threadIdx.x >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 16);
+}
+
+START_TEST(test_shuffle_from_exited_lane_aborts) {
+  int *out = dev_alloc<int>(32);
+  shuffle_exited_k<<<1, 32>>>(out);
+}
+END_TEST
+
+/* ---- launch configuration -------------------------------------------------------- */
+
+__global__ void touch_smem_k(unsigned char *out) {
+  extern __shared__ unsigned char buf[];
+  buf[threadIdx.x] = (unsigned char)threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = buf[(threadIdx.x + 1) % blockDim.x];
+}
+
+START_TEST(test_launch_checks) {
+  unsigned char *out = dev_alloc<unsigned char>(64);
+  touch_smem_k<<<1, 2048, 64>>>(out);
+  ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  touch_smem_k<<<dim3(1, 70000), 64, 64>>>(out);
+  ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  touch_smem_k<<<1, 64, 64 * 1024>>>(out); /* above 48 KiB without the opt-in */
+  ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+  ck_assert_int_eq(cudaFuncSetAttribute(touch_smem_k, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
+                   cudaSuccess);
+  touch_smem_k<<<1, 64, 64 * 1024>>>(out);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  unsigned char h[64];
+  cudaMemcpy(h, out, 64, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 64; i++) ck_assert_int_eq(h[i], (i + 1) % 64);
+  /* A host pointer where a device pointer belongs. */
+  ck_assert_int_eq(cudaMemcpy(h, h + 1, 8, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+  cudaFree(out);
+}
+END_TEST
+
+/* ---- stream capture ------------------------------------------------------------ */
+
+__global__ void increment_k(int *x) {
+  if (threadIdx.x == 0) x[0]++;
+}
+
+START_TEST(test_capture_and_replay) {
+  int *x = dev_alloc<int>(1), zero = 0, got = -1;
+  cudaMemcpy(x, &zero, sizeof zero, cudaMemcpyHostToDevice);
+  cudaStream_t s;
+  ck_assert_int_eq(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  increment_k<<<1, 32, 0, s>>>(x);
+  increment_k<<<1, 32, 0, s>>>(x);
+  cudaGraph_t g;
+  ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaSuccess);
+  cudaMemcpy(&got, x, sizeof got, cudaMemcpyDeviceToHost);
+  ck_assert_int_eq(got, 0); /* captured, not run */
+  cudaGraphExec_t e;
+  ck_assert_int_eq(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
+  for (int r = 0; r < 3; r++) ck_assert_int_eq(cudaGraphLaunch(e, s), cudaSuccess);
+  cudaStreamSynchronize(s);
+  cudaMemcpy(&got, x, sizeof got, cudaMemcpyDeviceToHost);
+  ck_assert_int_eq(got, 6);
+  cudaGraphExecDestroy(e);
+  cudaGraphDestroy(g);
+
+  /* cudaMalloc inside a capture is refused and breaks the capture. */
+  ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  void *p = nullptr;
+  ck_assert_int_eq(cudaMalloc(&p, 16), cudaErrorStreamCaptureUnsupported);
+  ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+  /* So is a synchronisation of the capturing stream. */
+  ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ck_assert_int_eq(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+  ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+  cudaGetLastError();
+  cudaStreamDestroy(s);
+  cudaFree(x);
+}
+END_TEST
+
+/* ---- CUB --------------------------------------------------------------------------- */
+
+START_TEST(test_cub_sort_semantics) {
+  /* Descending, stable; -0 ties +0; a NaN's bits put it first; -inf last. */
+  const float keys[7] = {1.0f, -0.0f, 3.0f, 0.0f, NAN, -INFINITY, 3.0f};
+  const int vals[7] = {0, 1, 2, 3, 4, 5, 6}, want[7] = {4, 2, 6, 0, 1, 3, 5};
+  const int offs[3] = {0, 7, 7}; /* a second, empty segment */
+  float *kin = dev_alloc<float>(7), *kout = dev_alloc<float>(7);
+  int *vin = dev_alloc<int>(7), *vout = dev_alloc<int>(7), *doffs = dev_alloc<int>(3);
+  cudaMemcpy(kin, keys, sizeof keys, cudaMemcpyHostToDevice);
+  cudaMemcpy(vin, vals, sizeof vals, cudaMemcpyHostToDevice);
+  cudaMemcpy(doffs, offs, sizeof offs, cudaMemcpyHostToDevice);
+  size_t bytes = 0;
+  ck_assert_int_eq(cub::DeviceSegmentedRadixSort::SortPairsDescending(nullptr, bytes, kin, kout, vin, vout, 7, 2,
+                                                                        doffs, doffs + 1),
+                   cudaSuccess);
+  void *tmp = dev_alloc<char>(bytes);
+  ck_assert_int_eq(cub::DeviceSegmentedRadixSort::SortPairsDescending(tmp, bytes, kin, kout, vin, vout, 7, 2, doffs,
+                                                                        doffs + 1),
+                   cudaSuccess);
+  int got[7];
+  cudaMemcpy(got, vout, sizeof got, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 7; i++) ck_assert_int_eq(got[i], want[i]);
+
+  /* 64-bit keys ascending over the low 40 bits only: the high bits are ignored. */
+  const unsigned long long k64[4] = {5ull | (9ull << 50), 3, 5, 1ull << 41};
+  unsigned long long *a = dev_alloc<unsigned long long>(4), *b = dev_alloc<unsigned long long>(4), h[4];
+  cudaMemcpy(a, k64, sizeof k64, cudaMemcpyHostToDevice);
+  const int o2[2] = {0, 4};
+  cudaMemcpy(doffs, o2, sizeof o2, cudaMemcpyHostToDevice);
+  ck_assert_int_eq(cub::DeviceSegmentedRadixSort::SortKeys(tmp, bytes, a, b, 4, 1, doffs, doffs + 1, 0, 40),
+                   cudaSuccess);
+  cudaMemcpy(h, b, sizeof h, cudaMemcpyDeviceToHost);
+  ck_assert(h[0] == (1ull << 41) && h[1] == 3 && h[2] == k64[0] && h[3] == 5);
+  cudaFree(tmp);
+  cudaFree(kin);
+  cudaFree(kout);
+  cudaFree(vin);
+  cudaFree(vout);
+  cudaFree(doffs);
+  cudaFree(a);
+  cudaFree(b);
+}
+END_TEST
+
+/* ---- wmma and cuBLAS ------------------------------------------------------------ */
+
+namespace wm = nvcuda::wmma;
+
+/* C (16 x 16, row-major) = A (16 x 16 row-major) · B (16 x 16 given column-major). */
+__global__ void wmma_k(const __nv_bfloat16 *a, const __nv_bfloat16 *b_col, float *c) {
+  wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+  wm::fragment<wm::matrix_a, 16, 16, 16, __nv_bfloat16, wm::row_major> fa;
+  wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::col_major> fb;
+  wm::fill_fragment(acc, 0.5f);
+  wm::load_matrix_sync(fa, a, 16);
+  wm::load_matrix_sync(fb, b_col, 16);
+  wm::mma_sync(acc, fa, fb, acc);
+  wm::store_matrix_sync(c, acc, 16, wm::mem_row_major);
+}
+
+START_TEST(test_wmma_and_gemm) {
+  __nv_bfloat16 ha[256], hb[256];
+  float fa[256], fb[256];
+  for (int i = 0; i < 256; i++) {
+    ha[i] = __float2bfloat16((float)(i % 7) - 3.0f);
+    hb[i] = __float2bfloat16((float)(i % 5) * 0.25f);
+    fa[i] = __bfloat162float(ha[i]);
+    fb[i] = __bfloat162float(hb[i]);
+  }
+  __nv_bfloat16 *da = dev_alloc<__nv_bfloat16>(256), *db = dev_alloc<__nv_bfloat16>(256);
+  float *dc = dev_alloc<float>(256), hc[256];
+  cudaMemcpy(da, ha, sizeof ha, cudaMemcpyHostToDevice);
+  cudaMemcpy(db, hb, sizeof hb, cudaMemcpyHostToDevice);
+  wmma_k<<<1, 32>>>(da, db, dc);
+  cudaMemcpy(hc, dc, sizeof hc, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 16; i++)
+    for (int j = 0; j < 16; j++) {
+      float want = 0.5f;
+      for (int k = 0; k < 16; k++) want += fa[i * 16 + k] * fb[j * 16 + k];
+      ck_assert_float_eq(hc[i * 16 + j], want);
+    }
+
+  /* cuBLAS, column-major: C (16 x 16) = A^T B with A, B the same buffers as
+   * 16 x 16 column-major bf16 matrices, f32 output, beta = 0 over garbage. */
+  cublasHandle_t h;
+  ck_assert_int_eq(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const float one = 1.0f, zero = 0.0f;
+  cudaMemset(dc, 0xff, sizeof hc); /* NaN: beta = 0 must not read C */
+  ck_assert_int_eq(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 16, 16, 16, &one, da, CUDA_R_16BF, 16, db, CUDA_R_16BF,
+                                16, &zero, dc, CUDA_R_32F, 16, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   CUBLAS_STATUS_SUCCESS);
+  cudaMemcpy(hc, dc, sizeof hc, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 16; i++)
+    for (int j = 0; j < 16; j++) {
+      float want = 0.0f;
+      for (int k = 0; k < 16; k++) want += fa[i * 16 + k] * fb[j * 16 + k];
+      ck_assert_float_eq(hc[i + j * 16], want);
+    }
+  ck_assert_int_eq(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 16, 16, 16, &one, da, CUDA_R_16BF, 8, db, CUDA_R_16BF,
+                                16, &zero, dc, CUDA_R_32F, 16, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   CUBLAS_STATUS_INVALID_VALUE); /* lda < m */
+  cublasDestroy(h);
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dc);
+}
+END_TEST
+
+}  // namespace
+
+int main(void) {
+  Suite *s = suite_create("cudasim");
+  TCase *tc = tcase_create("emulator");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_barrier_reduction);
+  tcase_add_test(tc, test_missing_barrier_is_visible);
+  tcase_add_test_raise_signal(tc, test_divergent_barrier_aborts, SIGABRT);
+  tcase_add_test(tc, test_shuffle_butterfly);
+  tcase_add_test_raise_signal(tc, test_shuffle_from_exited_lane_aborts, SIGABRT);
+  tcase_add_test(tc, test_launch_checks);
+  tcase_add_test(tc, test_capture_and_replay);
+  tcase_add_test(tc, test_cub_sort_semantics);
+  tcase_add_test(tc, test_wmma_and_gemm);
+  suite_add_tcase(s, tc);
+  SRunner *r = srunner_create(s);
+  srunner_run_all(r, CK_NORMAL);
+  const int failed = srunner_ntests_failed(r);
+  srunner_free(r);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
