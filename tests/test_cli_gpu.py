@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""The CLIs with --device cuda, as a user meets them (suite gpu).
+
+- lukv-run: the CUDA engine's greedy continuation of a byte prompt on the golden
+  Llama equals the CPU reference's, token for token;
+- lukv-profile: the CUDA profile of the reference fixture's corpus (the settings of
+  tools/reference_profile.py) against the independent HF reference
+  (tests/fixtures/ref-profile.h5). The CUDA engine is bf16, so the tolerance is the
+  bf16 one measured on cudasim, not the CPU path's 1e-3 (docs/profiling.md "GPU path"):
+  utility_total and the oracle curves within 1e-2 of the dataset's largest value,
+  the scorer curves within 1e-1. A wrong head, layer or token mapping is off by O(1);
+- shards 1/2 + 2/2 of the CUDA run merge into the whole CUDA run, byte for byte.
+
+Run by meson as: /usr/bin/python3 test_cli_gpu.py LUKV-RUN LUKV-PROFILE
+(env LUKV_FIXTURES, LUKV_SOURCE). Exits 77 (skip) when the CUDA engine cannot start
+(no device) or h5py/numpy are absent.
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+from clitest import Checks, runner
+
+try:
+    import h5py
+    import numpy as np
+except ImportError:
+    print("h5py/numpy missing: skipped")
+    sys.exit(77)
+
+RUN = runner(os.path.abspath(sys.argv[1]), timeout=900)
+PROF = runner(os.path.abspath(sys.argv[2]), timeout=900)
+FIX = os.environ.get("LUKV_FIXTURES", os.path.join(os.path.dirname(__file__), "fixtures"))
+SRC = os.environ.get("LUKV_SOURCE", os.path.join(os.path.dirname(__file__), ".."))
+GOLDEN = os.path.join(SRC, "tests", "golden")
+REF_ARGS = ["--context-len", "160", "--future-len", "48", "--samples", "2", "--sink", "4",
+            "--window", "16", "--pool", "7", "--grid", "32", "--scorers", "snapkv,keydiff", "-q"]
+# bf16 engine against the f32 reference: relative to the dataset's largest value
+TOL = {"utility_total": 1e-2, "curves/oracle": 1e-2, "curves/snapkv": 1e-1, "curves/keydiff": 1e-1}
+C = Checks()
+check = C.check
+
+
+def datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def main():
+    prompt = os.path.join(GOLDEN, "llama_plain", "config.json")
+    base = ["--model", os.path.join(GOLDEN, "llama_plain"), "--text", prompt, "--generate", "24"]
+    rc, so_gpu, se = RUN(*base, "--device", "cuda")
+    if rc != 0:
+        print(f"lukv-run --device cuda cannot start: skipped ({se.strip()[-200:]})")
+        return 77
+    rc, so_cpu, se = RUN(*base, "--device", "cpu")
+    check(rc == 0, f"lukv-run --device cpu: exit {rc}: {se.strip()}")
+    check(so_gpu == so_cpu, f"greedy continuation: cuda {so_gpu!r} != cpu {so_cpu!r}")
+
+    tmp = tempfile.mkdtemp(prefix="lukv-cli-gpu-")
+    try:
+        model = os.path.join(GOLDEN, "llama3_rope")
+        corpus = os.path.join(FIX, "ref-corpus.h5")
+        whole = os.path.join(tmp, "cuda.h5")
+        args = ["--model", model, "--corpus", corpus, *REF_ARGS, "--device", "cuda"]
+        rc, so, se = PROF(*args, "-o", whole)
+        check(rc == 0, f"lukv-profile --device cuda: exit {rc}: {se.strip()}")
+        if rc == 0:
+            got, ref = datasets(whole), datasets(os.path.join(FIX, "ref-profile.h5"))
+            for name, tol in TOL.items():
+                scale = float(np.abs(ref[name]).max())
+                dev = float(np.abs(got[name].astype(np.float64) - ref[name]).max()) / scale
+                print(f"{name}: max |cuda - reference| = {dev:.3g} of the largest value (tolerance {tol:g})")
+                check(got[name].shape == ref[name].shape and dev <= tol,
+                      f"{name}: {dev:.3g} > {tol:g} (shape {got[name].shape} vs {ref[name].shape})")
+
+            shards = [os.path.join(tmp, f"shard{i}.h5") for i in (1, 2)]
+            for i, path in enumerate(shards, 1):
+                rc, so, se = PROF(*args, "--shard", f"{i}/2", "-o", path)
+                check(rc == 0, f"cuda shard {i}/2: exit {rc}: {se.strip()}")
+            merged = os.path.join(tmp, "merged.h5")
+            rc, so, se = PROF("merge", *shards, "-o", merged)
+            check(rc == 0, f"merge of the cuda shards: exit {rc}: {se.strip()}")
+            if rc == 0:
+                a, b = datasets(merged), datasets(whole)
+                check(a.keys() == b.keys(), f"merged datasets {sorted(a)} != {sorted(b)}")
+                for k in b:
+                    check(k in a and np.array_equal(a[k], b[k]),
+                          f"merged cuda shards: {k} not byte-for-byte equal to the whole cuda run")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return C.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
