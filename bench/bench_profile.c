@@ -288,7 +288,8 @@ int main(int argc, char **argv) {
     if (fwd > 0 && ms[PART_LAYER] > 0) {
       printf("%7d %7d %6d %10.3f %10.3f %8.3f |", T, T_ctx, F, fwd, ms[PART_LAYER], ms[PART_LAYER] / fwd);
       for (int pt = 1; pt < N_PARTS; pt++) printf(" %9.3f", ms[pt]);
-      printf("\n");
+      const int tc = lukv_stats_cuda_last_used_tensor_cores(ctx);
+      printf("  (column reduction: %s)\n", tc == 1 ? "tensor cores" : tc == 0 ? "f32" : "?");
     } else {
       printf("%7d failed\n", T);
       failed = 1;

@@ -13,6 +13,11 @@
  *   utility  k_colreduce over the future rows → red [Hq, T_ctx] double
  *            (max or sum over rows of exp(scale·q·k − lse), per query head),
  *            k_utility_final: u[h, j] = max_q (float)(red · vnorm).
+ *            When q and k hold bf16 values (what the CUDA engine's tap hands
+ *            over: f32 copies of its bf16 tensors), k_colreduce_tc does the
+ *            same with q·k on tensor cores (bf16 products are exact in f32).
+ *            k_bf16_exact decides on the device; both kernels are launched
+ *            and the one not chosen returns at once (no host round trip).
  *   snapkv   k_colreduce (sum) over the window rows → red, k_snapkv_final:
  *            max-pool per query head, mean over the group.
  *   keydiff  k_keydiff_partial (unit keys summed per chunk of 256 tokens),
@@ -37,6 +42,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cub/device/device_segmented_radix_sort.cuh>
+#include <cuda_bf16.h>
+#include <mma.h>
 
 extern "C" {
 #include "stats_internal.h"
@@ -169,7 +176,9 @@ template <bool USE_MAX>
 __global__ void __launch_bounds__(256) k_colreduce(const float *__restrict__ q, const float *__restrict__ k,
                                                    const float *__restrict__ lse, int T, int n_keys, int Hq,
                                                    int Hkv, int d, float scale, int r0, int r1,
+                                                   const unsigned *__restrict__ not_bf16,
                                                    double *__restrict__ out) {
+  if (!*not_bf16) return; /* uniform: k_colreduce_tc does this launch's work */
   extern __shared__ float4 smem4[];
   float *Ks = reinterpret_cast<float *>(smem4);      /* [d][CR_PAD] */
   float *Qs = Ks + (size_t)d * CR_PAD;               /* [d][CR_PAD]; reused as Rs */
@@ -251,6 +260,118 @@ __global__ void __launch_bounds__(256) k_colreduce(const float *__restrict__ q, 
       if (j < n_keys) out[(size_t)qh * n_keys + j] = r;
     }
   }
+}
+
+/* ---- the tensor-core column reduction ------------------------------------------------
+ * k_colreduce for q and k that are bf16 values stored as f32: the same
+ * output, with q·k as bf16 x bf16 -> f32 wmma tiles (the products are exact;
+ * only the order of the f32 sum over the head dim differs from the FMA
+ * chain). Block: 64 keys of KV head blockIdx.y, 4 warps; per query head of
+ * the group and tile of 64 rows, warp w computes S rows 16w.. for the 64
+ * keys into shared memory, then thread t takes key column t % 64 over row
+ * half t / 64 and reduces exp((float)(s·scale) − lse) in double, exactly as
+ * k_colreduce. The two halves meet in shared memory at the end. Launched
+ * only for head dims that are multiples of 16; returns at once when
+ * *not_bf16 (then k_colreduce runs). */
+namespace wm = nvcuda::wmma;
+typedef __nv_bfloat16 bf16_t;
+const int TC_BJ = 64, TC_BR = 64, TC_THREADS = 128, TC_SLD = TC_BJ + 4;
+
+struct TcLayout {
+  size_t k, q, s, l, r, total;
+};
+
+__host__ __device__ inline size_t tc_round(size_t b) { return (b + 127) / 128 * 128; }
+
+__host__ __device__ inline TcLayout tc_layout(int d) {
+  TcLayout L;
+  const size_t tile = tc_round((size_t)64 * (d + 8) * sizeof(bf16_t));
+  L.k = 0;
+  L.q = tile;
+  L.s = 2 * tile;
+  L.l = L.s + tc_round((size_t)TC_BR * TC_SLD * sizeof(float));
+  L.r = L.l + tc_round((size_t)TC_BR * sizeof(float));
+  L.total = L.r + (size_t)2 * TC_BJ * sizeof(double);
+  return L;
+}
+
+template <bool USE_MAX>
+__global__ void __launch_bounds__(TC_THREADS) k_colreduce_tc(const float *__restrict__ q, const float *__restrict__ k,
+                                                          const float *__restrict__ lse, int T, int n_keys, int Hq,
+                                                          int Hkv, int d, float scale, int r0, int r1,
+                                                          const unsigned *__restrict__ not_bf16,
+                                                          double *__restrict__ out) {
+  if (*not_bf16) return; /* uniform: k_colreduce does this launch's work */
+  extern __shared__ __align__(128) unsigned char smem[];
+  const TcLayout L = tc_layout(d);
+  bf16_t *Ks = reinterpret_cast<bf16_t *>(smem + L.k); /* [64 keys][d + 8] */
+  bf16_t *Qs = reinterpret_cast<bf16_t *>(smem + L.q); /* [64 rows][d + 8] */
+  float *Ss = reinterpret_cast<float *>(smem + L.s);   /* [64 rows][TC_SLD] */
+  float *Ls = reinterpret_cast<float *>(smem + L.l);   /* [64] lse of the tile's rows */
+  double *Rs = reinterpret_cast<double *>(smem + L.r); /* [2][64] row-half partials */
+  const int ld = d + 8;
+  const int h = blockIdx.y, j0 = blockIdx.x * TC_BJ, group = Hq / Hkv;
+  const int tid = threadIdx.x, warp = tid >> 5, col = tid & (TC_BJ - 1), half = tid / TC_BJ;
+  const int j = j0 + col;
+
+  for (int idx = tid; idx < TC_BJ * d; idx += TC_THREADS) {
+    const int c = idx / d, e = idx - c * d, jj = j0 + c;
+    Ks[c * ld + e] = __float2bfloat16(jj < n_keys ? k[((size_t)jj * Hkv + h) * d + e] : 0.0f);
+  }
+
+  for (int qh = h * group; qh < (h + 1) * group; qh++) {
+    double acc = 0.0;
+    const float *lq = lse + (size_t)qh * T;
+    for (int i0 = r0; i0 < r1; i0 += TC_BR) {
+      const int i_end = i0 + TC_BR < r1 ? i0 + TC_BR : r1;
+      if (i_end - 1 < j0) continue; /* causality, block-uniform: no row sees a key of the block */
+      __syncthreads();              /* the previous tile's reads of Qs and Ss are done */
+      for (int idx = tid; idx < TC_BR * d; idx += TC_THREADS) {
+        const int r = idx / d, e = idx - r * d, i = i0 + r;
+        Qs[r * ld + e] = __float2bfloat16(i < i_end ? q[((size_t)i * Hq + qh) * d + e] : 0.0f);
+      }
+      if (tid < TC_BR) Ls[tid] = i0 + tid < i_end ? lq[i0 + tid] : 0.0f;
+      __syncthreads(); /* Ks (first time), Qs and Ls are written */
+      for (int n = 0; n < TC_BJ / 16; n++) {
+        wm::fragment<wm::accumulator, 16, 16, 16, float> sacc;
+        wm::fill_fragment(sacc, 0.0f);
+        for (int kk = 0; kk < d; kk += 16) {
+          wm::fragment<wm::matrix_a, 16, 16, 16, bf16_t, wm::row_major> a;
+          wm::fragment<wm::matrix_b, 16, 16, 16, bf16_t, wm::col_major> b; /* Kᵀ: K read column-major */
+          wm::load_matrix_sync(a, Qs + warp * 16 * ld + kk, ld);
+          wm::load_matrix_sync(b, Ks + n * 16 * ld + kk, ld);
+          wm::mma_sync(sacc, a, b, sacc);
+        }
+        wm::store_matrix_sync(Ss + warp * 16 * TC_SLD + n * 16, sacc, TC_SLD, wm::mem_row_major);
+      }
+      __syncthreads(); /* all 64 rows of S are in shared memory */
+      for (int rr = 0; rr < TC_BR / 2; rr++) {
+        const int r = half * (TC_BR / 2) + rr, i = i0 + r;
+        if (i >= i_end) break;
+        if (j > i || j >= n_keys) continue;
+        const double p = (double)expf(__fsub_rn(__fmul_rn(Ss[r * TC_SLD + col], scale), Ls[r]));
+        if (USE_MAX)
+          acc = max_nan(acc, p);
+        else
+          acc += p;
+      }
+    }
+    __syncthreads(); /* the previous query head's reads of Rs are done */
+    Rs[half * TC_BJ + col] = acc;
+    __syncthreads();
+    if (tid < TC_BJ && j < n_keys) {
+      const double a = Rs[tid], b = Rs[TC_BJ + tid];
+      out[(size_t)qh * n_keys + j] = USE_MAX ? max_nan(a, b) : a + b;
+    }
+  }
+}
+
+/* *flag |= some element of p[0, n) is not a bf16 value (low 16 bits set). */
+__global__ void k_bf16_exact(const float *__restrict__ p, size_t n, unsigned *__restrict__ flag) {
+  unsigned any = 0;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    any |= __float_as_uint(p[i]) & 0xffffu;
+  if (any) atomicOr(flag, 1u);
 }
 
 /* u[h, j] = max over the group of (float)(red[q, j] · vnorm[q, j]) (0 start,
@@ -444,7 +565,7 @@ struct lukv_stats_cuda {
   cublasHandle_t blas;
   /* device scratch */
   dbuf gram, vm, partial, dsum, red, kd_part, kd_mean, kd_inv, keys_in, keys_out, offs, cub_tmp, mg, curves_d,
-      flags, vn, u, score;
+      flags, vn, u, score, not_bf16;
   /* host scratch */
   float *curves_h;
   size_t curves_h_bytes;
@@ -565,22 +686,53 @@ int check_head_dim(const ctx_t *c, int d, const char *who, lukv_error *err) {
   return LUKV_OK;
 }
 
-/* red [Hq, T_ctx] device = column reduction over rows [r0, r1). */
+/* red [Hq, T_ctx] device = column reduction over rows [r0, r1): on tensor
+ * cores when q and k hold bf16 values and d is a multiple of 16, else in
+ * f32. Both kernels are queued behind k_bf16_exact; each returns at once
+ * when the other one is the right one. */
 int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_max, double *red, const char *who,
                   lukv_error *err) {
   int rc = check_head_dim(c, x->head_dim, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->not_bf16, sizeof(unsigned), who, err);
   if (rc != LUKV_OK) return rc;
-  const int T = x->T_ctx + x->F;
-  const size_t smem = colreduce_smem(x->head_dim);
+  const int T = x->T_ctx + x->F, d = x->head_dim;
+  unsigned *not_bf16 = (unsigned *)c->not_bf16.p;
   const dim3 grid((unsigned)((x->T_ctx + CR_BJ - 1) / CR_BJ), (unsigned)x->n_kv_heads);
+  const size_t tc_smem = tc_layout(d).total;
+  const bool try_tc = d % 16 == 0 && tc_smem <= c->smem_optin && r1 > r0;
+  if (try_tc) {
+    CU(cudaMemsetAsync(not_bf16, 0, sizeof(unsigned), c->st));
+    const size_t nq = (size_t)(r1 - r0) * x->n_heads * d, nk = (size_t)x->T_ctx * x->n_kv_heads * d;
+    const float *spans[2] = {x->q + (size_t)r0 * x->n_heads * d, x->k};
+    const size_t lens[2] = {nq, nk};
+    for (int t = 0; t < 2; t++) {
+      if (lens[t] == 0) continue;
+      const unsigned nb = blocks_for(lens[t], 256);
+      k_bf16_exact<<<nb < 1024 ? nb : 1024, 256, 0, c->st>>>(spans[t], lens[t], not_bf16);
+      LAUNCHED("k_bf16_exact");
+    }
+    if (use_max) {
+      CU(cudaFuncSetAttribute(k_colreduce_tc<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc_smem));
+      k_colreduce_tc<true><<<grid, TC_THREADS, tc_smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
+                                                                x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
+    } else {
+      CU(cudaFuncSetAttribute(k_colreduce_tc<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc_smem));
+      k_colreduce_tc<false><<<grid, TC_THREADS, tc_smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
+                                                                 x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
+    }
+    LAUNCHED("k_colreduce_tc");
+  } else {
+    CU(cudaMemsetAsync(not_bf16, 0xff, sizeof(unsigned), c->st)); /* the f32 kernel, always */
+  }
+  const size_t smem = colreduce_smem(d);
   if (use_max) {
     CU(cudaFuncSetAttribute(k_colreduce<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     k_colreduce<true><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
-                                                        x->n_kv_heads, x->head_dim, x->scale, r0, r1, red);
+                                                        x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
   } else {
     CU(cudaFuncSetAttribute(k_colreduce<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     k_colreduce<false><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
-                                                         x->n_kv_heads, x->head_dim, x->scale, r0, r1, red);
+                                                         x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
   }
   LAUNCHED("k_colreduce");
   return LUKV_OK;
@@ -761,7 +913,7 @@ extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
   cudaSetDevice(c->device);
   dbuf *bufs[] = {&c->gram,  &c->vm,     &c->partial,  &c->dsum,    &c->red,  &c->kd_part,
                   &c->kd_mean, &c->kd_inv, &c->keys_in, &c->keys_out, &c->offs, &c->cub_tmp,
-                  &c->mg,    &c->curves_d, &c->flags,  &c->vn,      &c->u,    &c->score};
+                  &c->mg,    &c->curves_d, &c->flags,  &c->vn,      &c->u,    &c->score, &c->not_bf16};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]->p) cudaFree(bufs[i]->p);
   if (c->blas) cublasDestroy(c->blas);
@@ -770,6 +922,16 @@ extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
   free(c->mg_h);
   free(c->offs_h);
   free(c);
+}
+
+extern "C" int lukv_stats_cuda_last_used_tensor_cores(lukv_stats_cuda *c) {
+  if (!c || !c->not_bf16.p) return -1;
+  unsigned flag = 0;
+  if (cudaSetDevice(c->device) != cudaSuccess ||
+      cudaMemcpyAsync(&flag, c->not_bf16.p, sizeof flag, cudaMemcpyDeviceToHost, c->st) != cudaSuccess ||
+      cudaStreamSynchronize(c->st) != cudaSuccess)
+    return -1;
+  return flag == 0;
 }
 
 extern "C" int lukv_stats_cuda_vnorm(lukv_stats_cuda *c, const lukv_layer_view *x, float *vnorm_dev,

@@ -76,6 +76,11 @@ int lukv_stats_cuda_curves(lukv_stats_cuda *c, const float *u_dev, int n_scores,
                            const float *const *score_dev, int n_heads, int T_ctx, int sink,
                            int window, int grid, float *curves, lukv_error *err);
 
+/* Which kernel did the last column reduction (utility or snapkv) of c: 1
+ * the tensor-core one (q and k held bf16 values, head dim a multiple of 16),
+ * 0 the f32 one, -1 none yet or a CUDA error. Synchronises c's stream. */
+int lukv_stats_cuda_last_used_tensor_cores(lukv_stats_cuda *c);
+
 /* lukv_layer_stats with a device view; the outputs are the same host arrays. */
 int lukv_layer_stats_cuda(lukv_stats_cuda *c, const lukv_layer_view *x,
                           const lukv_stats_params *p, int n_scorers,

@@ -133,6 +133,19 @@ static void make_lse(layer_t *L) {
   free(buf);
 }
 
+/* Set by the *_bf16 tests: q and k rounded to bf16 values (what the CUDA
+ * engine's tap hands over), which sends the column reductions to the
+ * tensor-core kernel. Each Check test runs in its own process. */
+static int bf16_inputs = 0;
+
+static float bf16_round(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; /* to nearest even; inputs are finite */
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
 static void layer_make(layer_t *L, uint64_t seed, int T_ctx, int F, int Hq, int Hkv, int d, int D) {
   rng_t r = {seed};
   const int T = T_ctx + F;
@@ -153,6 +166,10 @@ static void layer_make(layer_t *L, uint64_t seed, int T_ctx, int F, int Hq, int 
   fill_normal(&r, L->wo, nw, 1.0 / sqrt((double)Hq * d));
   for (int j = 0; j < T; j++)
     for (int h = 0; h < Hkv; h++) L->k[((size_t)j * Hkv + h) * d] += 1.0f;
+  if (bf16_inputs) {
+    for (size_t i = 0; i < nq; i++) L->q[i] = bf16_round(L->q[i]);
+    for (size_t i = 0; i < nk; i++) L->k[i] = bf16_round(L->k[i]);
+  }
   L->x = (lukv_layer_view){.T_ctx = T_ctx, .F = F, .n_heads = Hq, .n_kv_heads = Hkv,
                            .head_dim = d, .hidden_size = D, .scale = (float)(1.0 / sqrt(d)),
                            .q = L->q, .k = L->k, .v = L->v, .lse = L->lse, .o_proj = L->wo};
@@ -255,7 +272,16 @@ END_TEST
 
 /* ---- utility -------------------------------------------------------------------------- */
 
-START_TEST(test_utility) {
+/* Which column-reduction kernel ran: the tensor-core one exactly when the
+ * inputs are bf16 values and the head dim allows it. */
+static void expect_path(lukv_stats_cuda *c, const layer_t *L, const char *name) {
+  const int want = bf16_inputs && L->x.head_dim % 16 == 0;
+  const int got = lukv_stats_cuda_last_used_tensor_cores(c);
+  ck_assert_msg(got == want, "[%s]: column reduction on %s, expected %s", name,
+                got == 1 ? "tensor cores" : got == 0 ? "f32" : "nothing", want ? "tensor cores" : "f32");
+}
+
+static void utility_cases(void) {
   lukv_stats_cuda *c = NULL;
   OK(lukv_stats_cuda_create(&c, &err_));
   for (size_t i = 0; i < N_SHAPES; i++) {
@@ -275,18 +301,28 @@ START_TEST(test_utility) {
       OK(lukv_stats_cuda_utility(c, &L.xd, dvn, (lukv_utility_mode)mode, du, &err_));
       from_dev(gpu, du, sizeof(float) * nu);
       double w = expect_close(mode ? "utility sum" : "utility max", name, gpu, cpu, nu, 2e-5, 1e-7);
-      printf("utility %s [%s]: max relative difference %.3g\n", mode ? "sum" : "max", name, w);
+      expect_path(c, &L, name);
+      printf("utility %s%s [%s]: max relative difference %.3g\n", mode ? "sum" : "max",
+             bf16_inputs ? " (bf16 inputs)" : "", name, w);
     }
     free(vn), free(cpu), free(gpu), cudaFree(dvn), cudaFree(du);
     layer_free(&L);
   }
   lukv_stats_cuda_destroy(c);
 }
+
+START_TEST(test_utility) { utility_cases(); }
+END_TEST
+
+START_TEST(test_utility_bf16) {
+  bf16_inputs = 1;
+  utility_cases();
+}
 END_TEST
 
 /* ---- scorers ---------------------------------------------------------------------------- */
 
-START_TEST(test_snapkv) {
+static void snapkv_cases(void) {
   lukv_stats_cuda *c = NULL;
   OK(lukv_stats_cuda_create(&c, &err_));
   const int windows[] = {0, 32, 1, 100}, pools[] = {1, 7, 3};
@@ -309,14 +345,23 @@ START_TEST(test_snapkv) {
         OK(lukv_score_cuda_snapkv(c, &L.xd, w, p, dsc, &err_));
         from_dev(gpu, dsc, sizeof(float) * n);
         double m = expect_close("snapkv", name, gpu, cpu, n, 2e-5, 1e-7);
+        if (w > 0) expect_path(c, &L, name);
         if (w == 0)
           for (size_t t = 0; t < n; t++) ck_assert_msg(gpu[t] == 0.0f, "snapkv [%s]: window 0 gives %g", name, gpu[t]);
-        printf("snapkv  [%s]: max relative difference %.3g\n", name, m);
+        printf("snapkv%s [%s]: max relative difference %.3g\n", bf16_inputs ? " (bf16 inputs)" : "", name, m);
       }
     free(cpu), free(gpu), cudaFree(dsc);
     layer_free(&L);
   }
   lukv_stats_cuda_destroy(c);
+}
+
+START_TEST(test_snapkv) { snapkv_cases(); }
+END_TEST
+
+START_TEST(test_snapkv_bf16) {
+  bf16_inputs = 1;
+  snapkv_cases();
 }
 END_TEST
 
@@ -731,6 +776,7 @@ static Suite *gpu_suite(void) {
   Suite *s = suite_create("profiler-stats-gpu");
   const lukv_test_case cases[] = {
       {"vnorm", test_vnorm},     {"utility", test_utility}, {"snapkv", test_snapkv},
+      {"utility_bf16", test_utility_bf16},                  {"snapkv_bf16", test_snapkv_bf16},
       {"keydiff", test_keydiff}, {"curves", test_curves},   {"layer", test_layer},
       {"profile_add_layer", test_profile_add_layer},        {"errors", test_errors},
   };

@@ -176,6 +176,18 @@ static inline T atomicExch(T *p, U v) {
   *p = (T)v;
   return old;
 }
+template <class T, class U>
+static inline T atomicOr(T *p, U v) {
+  const T old = *p;
+  *p = (T)(old | (T)v);
+  return old;
+}
+template <class T, class U>
+static inline T atomicAnd(T *p, U v) {
+  const T old = *p;
+  *p = (T)(old & (T)v);
+  return old;
+}
 template <class T, class U, class V>
 static inline T atomicCAS(T *p, U cmp, V v) {
   const T old = *p;
