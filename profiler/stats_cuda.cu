@@ -686,6 +686,27 @@ int check_head_dim(const ctx_t *c, int d, const char *who, lukv_error *err) {
   return LUKV_OK;
 }
 
+/* Queues k_colreduce_tc (when tc) and k_colreduce for one USE_MAX. */
+template <bool USE_MAX>
+int launch_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, bool tc, const unsigned *not_bf16,
+                     double *red, const char *who, lukv_error *err) {
+  const int T = x->T_ctx + x->F, d = x->head_dim;
+  const dim3 grid((unsigned)((x->T_ctx + CR_BJ - 1) / CR_BJ), (unsigned)x->n_kv_heads);
+  if (tc) {
+    const size_t smem = tc_layout(d).total;
+    CU(cudaFuncSetAttribute(k_colreduce_tc<USE_MAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_colreduce_tc<USE_MAX><<<grid, TC_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
+                                                               x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
+    LAUNCHED("k_colreduce_tc");
+  }
+  const size_t smem = colreduce_smem(d);
+  CU(cudaFuncSetAttribute(k_colreduce<USE_MAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  k_colreduce<USE_MAX><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
+                                                          x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
+  LAUNCHED("k_colreduce");
+  return LUKV_OK;
+}
+
 /* red [Hq, T_ctx] device = column reduction over rows [r0, r1): on tensor
  * cores when q and k hold bf16 values and d is a multiple of 16, else in
  * f32. Both kernels are queued behind k_bf16_exact; each returns at once
@@ -695,47 +716,24 @@ int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_ma
   int rc = check_head_dim(c, x->head_dim, who, err);
   if (rc == LUKV_OK) rc = ensure(c, &c->not_bf16, sizeof(unsigned), who, err);
   if (rc != LUKV_OK) return rc;
-  const int T = x->T_ctx + x->F, d = x->head_dim;
+  const int d = x->head_dim;
   unsigned *not_bf16 = (unsigned *)c->not_bf16.p;
-  const dim3 grid((unsigned)((x->T_ctx + CR_BJ - 1) / CR_BJ), (unsigned)x->n_kv_heads);
-  const size_t tc_smem = tc_layout(d).total;
-  const bool try_tc = d % 16 == 0 && tc_smem <= c->smem_optin && r1 > r0;
-  if (try_tc) {
+  const bool tc = d % 16 == 0 && tc_layout(d).total <= c->smem_optin && r1 > r0;
+  if (tc) {
     CU(cudaMemsetAsync(not_bf16, 0, sizeof(unsigned), c->st));
-    const size_t nq = (size_t)(r1 - r0) * x->n_heads * d, nk = (size_t)x->T_ctx * x->n_kv_heads * d;
     const float *spans[2] = {x->q + (size_t)r0 * x->n_heads * d, x->k};
-    const size_t lens[2] = {nq, nk};
+    const size_t lens[2] = {(size_t)(r1 - r0) * x->n_heads * d, (size_t)x->T_ctx * x->n_kv_heads * d};
     for (int t = 0; t < 2; t++) {
       if (lens[t] == 0) continue;
       const unsigned nb = blocks_for(lens[t], 256);
       k_bf16_exact<<<nb < 1024 ? nb : 1024, 256, 0, c->st>>>(spans[t], lens[t], not_bf16);
       LAUNCHED("k_bf16_exact");
     }
-    if (use_max) {
-      CU(cudaFuncSetAttribute(k_colreduce_tc<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc_smem));
-      k_colreduce_tc<true><<<grid, TC_THREADS, tc_smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
-                                                                x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
-    } else {
-      CU(cudaFuncSetAttribute(k_colreduce_tc<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc_smem));
-      k_colreduce_tc<false><<<grid, TC_THREADS, tc_smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
-                                                                 x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
-    }
-    LAUNCHED("k_colreduce_tc");
   } else {
     CU(cudaMemsetAsync(not_bf16, 0xff, sizeof(unsigned), c->st)); /* the f32 kernel, always */
   }
-  const size_t smem = colreduce_smem(d);
-  if (use_max) {
-    CU(cudaFuncSetAttribute(k_colreduce<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    k_colreduce<true><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
-                                                        x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
-  } else {
-    CU(cudaFuncSetAttribute(k_colreduce<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    k_colreduce<false><<<grid, CR_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
-                                                         x->n_kv_heads, d, x->scale, r0, r1, not_bf16, red);
-  }
-  LAUNCHED("k_colreduce");
-  return LUKV_OK;
+  return use_max ? launch_colreduce<true>(c, x, r0, r1, tc, not_bf16, red, who, err)
+                 : launch_colreduce<false>(c, x, r0, r1, tc, not_bf16, red, who, err);
 }
 
 int enq_utility(ctx_t *c, const lukv_layer_view *x, const float *vn, lukv_utility_mode mode, float *u,

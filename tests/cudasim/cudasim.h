@@ -152,47 +152,29 @@ static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width =
 }
 
 /* ---- atomics (one fiber runs at a time, so plain read-modify-write) ----- */
-template <class T, class U>
-static inline T atomicAdd(T *p, U v) {
+namespace cudasim {
+template <class T, class F>
+inline T rmw(T *p, F f) {
   const T old = *p;
-  *p = (T)(old + (T)v);
+  *p = f(old);
   return old;
 }
+}  // namespace cudasim
 template <class T, class U>
-static inline T atomicMin(T *p, U v) {
-  const T old = *p;
-  if ((T)v < old) *p = (T)v;
-  return old;
-}
+static inline T atomicAdd(T *p, U v) { return ::cudasim::rmw(p, [v](T o) { return (T)(o + (T)v); }); }
 template <class T, class U>
-static inline T atomicMax(T *p, U v) {
-  const T old = *p;
-  if ((T)v > old) *p = (T)v;
-  return old;
-}
+static inline T atomicMin(T *p, U v) { return ::cudasim::rmw(p, [v](T o) { return (T)v < o ? (T)v : o; }); }
 template <class T, class U>
-static inline T atomicExch(T *p, U v) {
-  const T old = *p;
-  *p = (T)v;
-  return old;
-}
+static inline T atomicMax(T *p, U v) { return ::cudasim::rmw(p, [v](T o) { return (T)v > o ? (T)v : o; }); }
 template <class T, class U>
-static inline T atomicOr(T *p, U v) {
-  const T old = *p;
-  *p = (T)(old | (T)v);
-  return old;
-}
+static inline T atomicExch(T *p, U v) { return ::cudasim::rmw(p, [v](T) { return (T)v; }); }
 template <class T, class U>
-static inline T atomicAnd(T *p, U v) {
-  const T old = *p;
-  *p = (T)(old & (T)v);
-  return old;
-}
+static inline T atomicOr(T *p, U v) { return ::cudasim::rmw(p, [v](T o) { return (T)(o | (T)v); }); }
+template <class T, class U>
+static inline T atomicAnd(T *p, U v) { return ::cudasim::rmw(p, [v](T o) { return (T)(o & (T)v); }); }
 template <class T, class U, class V>
 static inline T atomicCAS(T *p, U cmp, V v) {
-  const T old = *p;
-  if (old == (T)cmp) *p = (T)v;
-  return old;
+  return ::cudasim::rmw(p, [cmp, v](T o) { return o == (T)cmp ? (T)v : o; });
 }
 
 /* ---- loads and intrinsics ---------------------------------------------- */
