@@ -9,9 +9,12 @@
   bf16 one measured on cudasim, not the CPU path's 1e-3 (docs/profiling.md "GPU path"):
   utility_total and the oracle curves within 1e-2 of the dataset's largest value,
   the scorer curves within 1e-1. A wrong head, layer or token mapping is off by O(1);
-- shards 1/2 + 2/2 of the CUDA run merge into the whole CUDA run, byte for byte.
+- shards 1/2 + 2/2 of the CUDA run merge into the whole CUDA run, byte for byte;
+- lukv-eval: the CUDA run (engine, liblukv CUDA cache, every allocator) against the CPU
+  run row for row: same rows, same KV bytes, same accuracy, NLL per token within the
+  bf16 tolerance of tests/test_eval_gpu.c (0.15 nats).
 
-Run by meson as: /usr/bin/python3 test_cli_gpu.py LUKV-RUN LUKV-PROFILE
+Run by meson as: /usr/bin/python3 test_cli_gpu.py LUKV-RUN LUKV-PROFILE LUKV-EVAL BUDGETS.h5
 (env LUKV_FIXTURES, LUKV_SOURCE). Exits 77 (skip) when the CUDA engine cannot start
 (no device) or h5py/numpy are absent.
 """
@@ -31,6 +34,8 @@ except ImportError:
 
 RUN = runner(os.path.abspath(sys.argv[1]), timeout=900)
 PROF = runner(os.path.abspath(sys.argv[2]), timeout=900)
+EVAL = runner(os.path.abspath(sys.argv[3]), timeout=900)
+BUDGETS = os.path.abspath(sys.argv[4])  # lukv-solve of ref-profile.h5 at ratio 0.5
 FIX = os.environ.get("LUKV_FIXTURES", os.path.join(os.path.dirname(__file__), "fixtures"))
 SRC = os.environ.get("LUKV_SOURCE", os.path.join(os.path.dirname(__file__), ".."))
 GOLDEN = os.path.join(SRC, "tests", "golden")
@@ -38,6 +43,7 @@ REF_ARGS = ["--context-len", "160", "--future-len", "48", "--samples", "2", "--s
             "--window", "16", "--pool", "7", "--grid", "32", "--scorers", "snapkv,keydiff", "-q"]
 # bf16 engine against the f32 reference: relative to the dataset's largest value
 TOL = {"utility_total": 1e-2, "curves/oracle": 1e-2, "curves/snapkv": 1e-1, "curves/keydiff": 1e-1}
+NLL_TOL = 0.15  # nats per token, as tests/test_eval_gpu.c
 C = Checks()
 check = C.check
 
@@ -90,6 +96,24 @@ def main():
                 for k in b:
                     check(k in a and np.array_equal(a[k], b[k]),
                           f"merged cuda shards: {k} not byte-for-byte equal to the whole cuda run")
+
+        res = {}
+        for dev in ("cuda", "cpu"):
+            res[dev] = os.path.join(tmp, f"eval-{dev}.h5")
+            rc, so, se = EVAL("--model", model, "--budgets", BUDGETS,
+                              "--haystack", os.path.join(SRC, "data", "corpora", "heldout.h5"),
+                              "--context-lens", "128", "--samples", "2", "--ratios", "0.5",
+                              "--tasks", "niah_single,vt,ppl", "--device", dev, "-q", "-o", res[dev])
+            check(rc == 0 and so.startswith("| task |"), f"lukv-eval --device {dev}: exit {rc}: {se.strip()[-300:]}")
+        if all(os.path.exists(p) for p in res.values()):
+            g, c = datasets(res["cuda"]), datasets(res["cpu"])
+            for k in ("task", "allocator", "scorer", "ratio", "context_len", "kv_bytes", "kv_full_bytes",
+                      "accuracy", "samples"):
+                check(np.array_equal(g[k], c[k]), f"lukv-eval cuda vs cpu: column {k} differs: {g[k]} vs {c[k]}")
+            dn = float(np.abs(g["nll"] - c["nll"]).max())
+            print(f"lukv-eval: max |NLL cuda - cpu| = {dn:.4f} nats/token over {len(c['nll'])} rows "
+                  f"(tolerance {NLL_TOL})")
+            check(dn <= NLL_TOL, f"lukv-eval NLL: {dn:.4f} > {NLL_TOL}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return C.finish()

@@ -211,36 +211,21 @@ static inline float __fdividef(float a, float b) { return a / b; }
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
-static inline unsigned __float_as_uint(float x) {
-  unsigned u;
-  memcpy(&u, &x, 4);
-  return u;
+namespace cudasim {
+template <class To, class From>
+inline To bits_as(From x) {
+  static_assert(sizeof(To) == sizeof(From), "a bit cast between types of different sizes");
+  To t;
+  memcpy(&t, &x, sizeof t);
+  return t;
 }
-static inline float __uint_as_float(unsigned u) {
-  float x;
-  memcpy(&x, &u, 4);
-  return x;
-}
-static inline int __float_as_int(float x) {
-  int u;
-  memcpy(&u, &x, 4);
-  return u;
-}
-static inline float __int_as_float(int u) {
-  float x;
-  memcpy(&x, &u, 4);
-  return x;
-}
-static inline long long __double_as_longlong(double x) {
-  long long u;
-  memcpy(&u, &x, 8);
-  return u;
-}
-static inline double __longlong_as_double(long long u) {
-  double x;
-  memcpy(&x, &u, 8);
-  return x;
-}
+}  // namespace cudasim
+static inline unsigned __float_as_uint(float x) { return ::cudasim::bits_as<unsigned>(x); }
+static inline float __uint_as_float(unsigned u) { return ::cudasim::bits_as<float>(u); }
+static inline int __float_as_int(float x) { return ::cudasim::bits_as<int>(x); }
+static inline float __int_as_float(int u) { return ::cudasim::bits_as<float>(u); }
+static inline long long __double_as_longlong(double x) { return ::cudasim::bits_as<long long>(x); }
+static inline double __longlong_as_double(long long u) { return ::cudasim::bits_as<double>(u); }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 static inline int __ffs(int x) { return __builtin_ffs(x); }
