@@ -1,12 +1,15 @@
 /* cudasim: the cuBLAS subset this project calls (tests/cudasim/README.md).
  * Column-major GEMMs as cuBLAS defines them, computed in order in f32 (the
- * compute type every call here asks for); C is not read when beta is 0, as
- * cuBLAS promises. Work goes through cudasim's stream queue, so it is
- * captured into graphs like the kernels around it. */
+ * compute type every call here asks for; a multiply and an add, not an
+ * FMA); C is not read when beta is 0, as cuBLAS promises. Work goes through
+ * cudasim's stream queue, so it is captured into graphs like the kernels
+ * around it. */
 #include "cudasim.h"
 
 #include <cublas_v2.h>
 #include <stdio.h>
+
+#include <vector>
 
 struct cublasContext {
   cudaStream_t stream;
@@ -36,24 +39,32 @@ void store(void *p, cudaDataType t, size_t i, float v) {
 bool type_ok(cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF || t == CUDA_R_16F; }
 
 /* C[i + j·ldc] = alpha · Σ_p op(A)[i, p] op(B)[p, j] + beta · C, batch b at
- * the given strides (elements). */
+ * the given strides (elements). op(A) and op(B) are first widened to f32 rows
+ * that walk p contiguously, so the sums run in order over p. */
 void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const void *A,
           cudaDataType at, int lda, long long sa, const void *B, cudaDataType bt, int ldb, long long sb, float beta,
           void *C, cudaDataType ct, int ldc, long long sc, int batch) {
-  for (int b = 0; b < batch; b++)
+  std::vector<float> a((size_t)m * k), bT((size_t)n * k); /* a[i][p], bT[j][p] */
+  for (int b = 0; b < batch; b++) {
+    for (int i = 0; i < m; i++)
+      for (int p = 0; p < k; p++)
+        a[(size_t)i * k + p] = load(A, at, (size_t)(b * sa) + (ta == CUBLAS_OP_N ? (size_t)i + (size_t)p * lda
+                                                                                   : (size_t)p + (size_t)i * lda));
+    for (int j = 0; j < n; j++)
+      for (int p = 0; p < k; p++)
+        bT[(size_t)j * k + p] = load(B, bt, (size_t)(b * sb) + (tb == CUBLAS_OP_N ? (size_t)p + (size_t)j * ldb
+                                                                                    : (size_t)j + (size_t)p * ldb));
     for (int j = 0; j < n; j++)
       for (int i = 0; i < m; i++) {
+        const float *ai = a.data() + (size_t)i * k, *bj = bT.data() + (size_t)j * k;
         float acc = 0.f;
-        for (int p = 0; p < k; p++) {
-          const size_t ia = (size_t)(b * sa) + (ta == CUBLAS_OP_N ? (size_t)i + (size_t)p * lda : (size_t)p + (size_t)i * lda);
-          const size_t ib = (size_t)(b * sb) + (tb == CUBLAS_OP_N ? (size_t)p + (size_t)j * ldb : (size_t)j + (size_t)p * ldb);
-          acc = fmaf(load(A, at, ia), load(B, bt, ib), acc);
-        }
+        for (int p = 0; p < k; p++) acc += ai[p] * bj[p];
         const size_t ic = (size_t)(b * sc) + (size_t)i + (size_t)j * ldc;
         float v = alpha * acc;
         if (beta != 0.f) v += beta * load(C, ct, ic);
         store(C, ct, ic, v);
       }
+  }
 }
 
 cublasStatus_t check_dims(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc) {
