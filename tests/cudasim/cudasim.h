@@ -185,28 +185,13 @@ static inline T __ldcg(const T *p) { return *p; }
 template <class T>
 static inline T __ldcs(const T *p) { return *p; }
 
-/* The _rn forms are single IEEE operations: never contracted into an FMA
- * (the build uses -ffp-contract=off for the translated files anyway). */
-static inline float __fmul_rn(float a, float b) {
-  volatile float r = a * b;
-  return r;
-}
-static inline float __fadd_rn(float a, float b) {
-  volatile float r = a + b;
-  return r;
-}
-static inline float __fsub_rn(float a, float b) {
-  volatile float r = a - b;
-  return r;
-}
-static inline double __dmul_rn(double a, double b) {
-  volatile double r = a * b;
-  return r;
-}
-static inline double __dadd_rn(double a, double b) {
-  volatile double r = a + b;
-  return r;
-}
+/* The _rn forms are single IEEE operations, never contracted into an FMA:
+ * the translated files build with -ffp-contract=off. */
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline float __fdividef(float a, float b) { return a / b; }
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
