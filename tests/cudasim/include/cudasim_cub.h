@@ -71,7 +71,7 @@ cudaError_t segmented_sort(void *tmp, size_t &tmp_bytes, const K *kin, K *kout, 
                        [](const std::pair<uint64_t, long long> &x, const std::pair<uint64_t, long long> &y) {
                          return x.first < y.first;
                        });
-      /* Gather first: the output may alias nothing, but keep it simple. */
+      /* Gathered into ks / vs first, so an output that aliases the input still sorts right. */
       ks.resize(e - b);
       vs.resize(vin ? e - b : 0);
       for (long long i = 0; i < e - b; i++) {
