@@ -3,6 +3,10 @@
  *
  *   build/bench/bench-decode [--quick]
  *
+ * (--smoke: one tiny shape, 2 calls per graph, a 1 MiB copy: the cudasim
+ * build's gpu suite runs it so that a GPU session does not lose device time
+ * to a crash; its timings mean nothing.)
+ *
  * (a) Bandwidth: bytes the decode kernel must read (every segment's K and V
  *     rows, q) and write (out) per call, divided by its time, against the
  *     device-to-device copy bandwidth measured in the same run
@@ -50,7 +54,8 @@
 namespace {
 
 const int HKV = 8, HQ = 32, D = 128, SINK = 4, WINDOW = 32;
-const int ITERS = 50;
+int ITERS = 50;                       /* decode calls per graph (--smoke: 2) */
+size_t COPY_BYTES = (size_t)1 << 30;  /* the copy-bandwidth buffer (--smoke: 1 MiB) */
 
 __global__ void empty_kernel() {}
 
@@ -168,7 +173,7 @@ double time_decode(layer_cache *lc, cudaStream_t st) {
 
 /* D2D copy bandwidth (read + write bytes per second), best of 5. */
 double copy_bandwidth(cudaStream_t st) {
-  const size_t bytes = (size_t)1 << 30;
+  const size_t bytes = COPY_BYTES;
   void *a, *b;
   CK(cudaMalloc(&a, bytes));
   CK(cudaMalloc(&b, bytes));
@@ -218,12 +223,16 @@ void empty_launch(cudaStream_t st, double *plain, double *graph) {
 
 int main(int argc, char **argv) {
   bench_set_prog("bench-decode");
-  int quick = 0;
+  int quick = 0, smoke = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) {
       quick = 1;
+    } else if (strcmp(argv[i], "--smoke") == 0) {
+      smoke = 1;
+      ITERS = 2;
+      COPY_BYTES = (size_t)1 << 20;
     } else {
-      fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--quick | --smoke]\n", argv[0]);
       return 2;
     }
   }
@@ -240,11 +249,13 @@ int main(int argc, char **argv) {
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   printf("bench-decode: %s, %d SMs, L2 %.0f MiB; Hkv %d, Hq %d, d %d, bf16; %d calls per graph\n",
          p.name, p.multiProcessorCount, l2 / 1048576.0, HKV, HQ, D, ITERS);
+  if (smoke) printf("--smoke: tiny shapes to see that everything runs; the timings below mean nothing\n");
 
   const double copy = copy_bandwidth(st);
   double launch_plain, launch_graph;
   empty_launch(st, &launch_plain, &launch_graph);
-  printf("copy bandwidth (cudaMemcpyAsync D2D, 1 GiB, read + write): %.1f GB/s\n", copy / 1e9);
+  printf("copy bandwidth (cudaMemcpyAsync D2D, %.0f MiB, read + write): %.1f GB/s\n", COPY_BYTES / 1048576.0,
+         copy / 1e9);
   printf("empty kernel: %.2f us per launch (stream), %.2f us per node (graph)\n\n",
          launch_plain * 1e6, launch_graph * 1e6);
 
@@ -252,10 +263,11 @@ int main(int argc, char **argv) {
   printf("(a) decode bandwidth, full cache (compression 0)\n");
   printf("%5s %7s %12s %10s %10s %8s %s\n", "B", "tokens", "MiB/call", "us/call", "GB/s",
          "vs copy", "");
-  const int Bs[] = {8, 16, 32, 64}, Ts[] = {512, 2048, 8192, 16384};
+  int Bs[] = {8, 16, 32, 64}, Ts[] = {512, 2048, 8192, 16384};
+  if (smoke) Bs[0] = 2, Ts[0] = 96;
   for (int bi = 0; bi < 4; bi++)
     for (int ti = 0; ti < 4; ti++) {
-      if (quick && (bi % 2 || ti % 2)) continue;
+      if ((quick && (bi % 2 || ti % 2)) || (smoke && (bi || ti))) continue;
       layer_cache lc = build(Bs[bi], Ts[ti], 0.0, st);
       const double t = time_decode(&lc, st), bw = lc.bytes_per_call / t;
       printf("%5d %7d %12.1f %10.2f %10.1f %7.1f%% %s\n", Bs[bi], Ts[ti],
@@ -268,11 +280,12 @@ int main(int argc, char **argv) {
   printf("\n(b) decode time per layer vs the full cache, (c) bytes held\n");
   printf("%5s %7s %6s %10s %10s %16s %16s %8s %s\n", "B", "tokens", "compr", "us/call",
          "vs full", "bytes held", "bytes full", "held %", "");
-  const int Bb[] = {1, 8, 32}, Tb[] = {4096, 16384};
+  int Bb[] = {1, 8, 32}, Tb[] = {4096, 16384};
+  if (smoke) Tb[0] = 96;
   const double ratios[] = {0.0, 0.5, 0.8, 0.9};
   for (int bi = 0; bi < 3; bi++)
     for (int ti = 0; ti < 2; ti++) {
-      if (quick && ti == 1) continue;
+      if ((quick && ti == 1) || (smoke && (bi || ti))) continue;
       double t_full = 0.0;
       for (int ri = 0; ri < 4; ri++) {
         layer_cache lc = build(Bb[bi], Tb[ti], ratios[ri], st);

@@ -25,6 +25,10 @@
  * it returns, so a tap may enqueue work on any stream that reads them, as
  * long as it does not keep the pointers.
  *
+ * lukv_backend_cuda_f32 (LUKV_DEVICE_CUDA_F32) is the same code with f32
+ * matrices, activations and KV cache: its tap hands out the engine's own f32
+ * buffers (no copies), and it refuses external attention (bf16 interface).
+ *
  * External attention on CUDA (lukv_model_decode_external): the callback gets
  * the bf16 device q, k, v and attention-output buffers the layer's own
  * attention would have used, and the backend's stream; nothing is
@@ -70,6 +74,7 @@ typedef struct lukv_backend {
 } lukv_backend;
 
 extern const lukv_backend lukv_backend_cpu;
-extern const lukv_backend lukv_backend_cuda; /* defined only when LUKV_HAVE_CUDA */
+extern const lukv_backend lukv_backend_cuda;     /* defined only when LUKV_HAVE_CUDA */
+extern const lukv_backend lukv_backend_cuda_f32; /* the same in f32 storage (device LUKV_DEVICE_CUDA) */
 
 #endif

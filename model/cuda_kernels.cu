@@ -1,7 +1,10 @@
-/* CUDA kernels of the engine's bf16 path; contracts in cuda_kernels.h.
+/* CUDA kernels of the engine; contracts in cuda_kernels.h.
  *
  * One translation unit on purpose (CI compiles it on two cores): no template
- * instantiated per head_dim, head_dim is a runtime value everywhere. */
+ * instantiated per head_dim, head_dim is a runtime value everywhere. The
+ * only template parameter is the storage type E of activations and weights:
+ * bf16 (the default path) or float (the f32 accuracy path); arithmetic is f32
+ * in both. */
 #include "cuda_kernels.h"
 
 #include <cuda_bf16.h>
@@ -24,24 +27,29 @@ unsigned grid_for(size_t n) {
   return (unsigned)b;
 }
 
-__device__ __forceinline__ float bf(const bf16 x) { return __bfloat162float(x); }
+/* Storage <-> f32 arithmetic for E = bf16 or float. */
+__device__ __forceinline__ float ld(const bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float ld(const float x) { return x; }
+__device__ __forceinline__ void st(bf16 *p, float x) { *p = __float2bfloat16(x); }
+__device__ __forceinline__ void st(float *p, float x) { *p = x; }
 
 /* ---- elementwise ---------------------------------------------------------- */
 
-__global__ void embed_k(const bf16 *__restrict__ table, const int32_t *__restrict__ tok, int D,
-                        float *__restrict__ x) {
-  const bf16 *row = table + (size_t)tok[blockIdx.x] * D;
+template <typename E>
+__global__ void embed_k(const E *__restrict__ table, const int32_t *__restrict__ tok, int D, float *__restrict__ x) {
+  const E *row = table + (size_t)tok[blockIdx.x] * D;
   float *o = x + (size_t)blockIdx.x * D;
-  for (int c = threadIdx.x; c < D; c += blockDim.x) o[c] = bf(row[c]);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) o[c] = ld(row[c]);
 }
 
 /* One block per row; f32 partial sums (the CPU twin sums in double: D terms
  * of one sign, so the difference is a few f32 ulps, far under bf16). */
+template <typename E>
 __global__ void rmsnorm_k(const float *__restrict__ x, const float *__restrict__ w, int D, float eps,
-                          bf16 *__restrict__ out) {
+                          E *__restrict__ out) {
   __shared__ float part[32];
   const float *xr = x + (size_t)blockIdx.x * D;
-  bf16 *o = out + (size_t)blockIdx.x * D;
+  E *o = out + (size_t)blockIdx.x * D;
   float ss = 0.f;
   for (int c = threadIdx.x; c < D; c += blockDim.x) ss += xr[c] * xr[c];
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
@@ -55,7 +63,7 @@ __global__ void rmsnorm_k(const float *__restrict__ x, const float *__restrict__
   }
   __syncthreads();
   const float r = (float)(1.0 / sqrt((double)part[0] / D + (double)eps));
-  for (int c = threadIdx.x; c < D; c += blockDim.x) o[c] = __float2bfloat16(w[c] * (xr[c] * r));
+  for (int c = threadIdx.x; c < D; c += blockDim.x) st(&o[c], w[c] * (xr[c] * r));
 }
 
 __global__ void rope_table_k(const float *__restrict__ inv_freq, int half, int T, int pos0,
@@ -74,9 +82,10 @@ __global__ void rope_table_k(const float *__restrict__ inv_freq, int half, int T
 
 /* One thread per output element; it reads its partner in the other half of
  * the head, so the input is never written (no in-place hazard). */
+template <typename E>
 __global__ void qkv_rope_k(const float *__restrict__ qkv, const float *__restrict__ bias,
                            const float *__restrict__ cos_t, const float *__restrict__ sin_t, int T, int Hq,
-                           int Hkv, int d, bf16 *__restrict__ q, bf16 *__restrict__ k, bf16 *__restrict__ v) {
+                           int Hkv, int d, E *__restrict__ q, E *__restrict__ k, E *__restrict__ v) {
   const int QD = Hq * d, KD = Hkv * d, W = QD + 2 * KD, half = d / 2;
   const size_t n = (size_t)T * W;
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
@@ -84,7 +93,7 @@ __global__ void qkv_rope_k(const float *__restrict__ qkv, const float *__restric
     const float *row = qkv + (size_t)t * W;
     float x = row[c] + (bias ? bias[c] : 0.f);
     if (c >= QD + KD) {
-      v[(size_t)t * KD + (c - QD - KD)] = __float2bfloat16(x);
+      st(&v[(size_t)t * KD + (c - QD - KD)], x);
       continue;
     }
     const int base = c < QD ? 0 : QD, local = c - base, i = local % d;
@@ -94,20 +103,21 @@ __global__ void qkv_rope_k(const float *__restrict__ qkv, const float *__restric
     const float cs = cos_t[(size_t)t * half + ii], sn = sin_t[(size_t)t * half + ii];
     /* x1 = first half, x2 = second: (x1 c - x2 s, x2 c + x1 s) */
     const float y = i < half ? x * cs - xp * sn : x * cs + xp * sn;
-    if (c < QD) q[(size_t)t * QD + local] = __float2bfloat16(y);
-    else k[(size_t)t * KD + local] = __float2bfloat16(y);
+    if (c < QD) st(&q[(size_t)t * QD + local], y);
+    else st(&k[(size_t)t * KD + local], y);
   }
 }
 
+template <typename E>
 __global__ void swiglu_k(const float *__restrict__ gu, const float *__restrict__ bias, int n_rows, int I,
-                         bf16 *__restrict__ out) {
+                         E *__restrict__ out) {
   const size_t n = (size_t)n_rows * I;
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
     const size_t r = e / I;
     const int i = (int)(e % I);
     const float *row = gu + r * 2 * (size_t)I;
     const float g = row[i] + (bias ? bias[i] : 0.f), u = row[I + i] + (bias ? bias[I + i] : 0.f);
-    out[e] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+    st(&out[e], g / (1.0f + expf(-g)) * u);
   }
 }
 
@@ -129,7 +139,7 @@ __global__ void f16_to_bf16_k(const uint16_t *__restrict__ s, size_t n, bf16 *__
 
 __global__ void bf16_to_f32_k(const bf16 *__restrict__ s, size_t n, float *__restrict__ d) {
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
-    d[e] = bf(s[e]);
+    d[e] = ld(s[e]);
 }
 
 /* ---- flash attention (tensor cores) ------------------------------------------
@@ -314,20 +324,22 @@ __host__ __device__ inline size_t rows_smem(int d) {
 
 /* Lane's elements c = lane + 32 i of key j's K and V rows (zeros past d or
  * when j >= ke). */
-__device__ __forceinline__ void rows_load(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int j, int ke,
-                                          size_t kst, int g, int d, int lane, float *kr, float *vr) {
-  const bf16 *kj = k + (size_t)j * kst + (size_t)g * d, *vj = v + (size_t)j * kst + (size_t)g * d;
+template <typename E>
+__device__ __forceinline__ void rows_load(const E *__restrict__ k, const E *__restrict__ v, int j, int ke, size_t kst,
+                                          int g, int d, int lane, float *kr, float *vr) {
+  const E *kj = k + (size_t)j * kst + (size_t)g * d, *vj = v + (size_t)j * kst + (size_t)g * d;
 #pragma unroll
   for (int i = 0; i < AR_MAXC; i++) {
     const int c = lane + 32 * i;
     const bool ok = j < ke && c < d;
-    kr[i] = ok ? bf(kj[c]) : 0.f;
-    vr[i] = ok ? bf(vj[c]) : 0.f;
+    kr[i] = ok ? ld(kj[c]) : 0.f;
+    vr[i] = ok ? ld(vj[c]) : 0.f;
   }
 }
 
+template <typename E>
 __global__ void __launch_bounds__(AR_WARPS * 32)
-    rows_partial_k(const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v, int T,
+    rows_partial_k(const E *__restrict__ q, const E *__restrict__ k, const E *__restrict__ v, int T,
                    int S, int Hq, int Hkv, int d, int window, float scale, int n_split, int n_hsub,
                    float *__restrict__ pm, float *__restrict__ pl, float *__restrict__ pacc) {
   extern __shared__ float rsm[];
@@ -343,7 +355,7 @@ __global__ void __launch_bounds__(AR_WARPS * 32)
   for (int t = blockIdx.z; t < T; t += gridDim.z) {
     __syncthreads(); /* shared memory of the previous row is consumed */
     for (int e = threadIdx.x; e < nh * d; e += blockDim.x)
-      qs[e] = bf(q[((size_t)t * Hq + hbeg + e / d) * d + e % d]);
+      qs[e] = ld(q[((size_t)t * Hq + hbeg + e / d) * d + e % d]);
     __syncthreads();
     const int p = S - T + t, klo = key_lo(p, window), len = p + 1 - klo;
     const int chunk = (len + n_split - 1) / n_split;
@@ -418,9 +430,10 @@ __global__ void __launch_bounds__(AR_WARPS * 32)
 }
 
 /* One block per (row t, head h): combines the n_split partials. */
+template <typename E>
 __global__ void rows_merge_k(const float *__restrict__ pm, const float *__restrict__ pl,
                              const float *__restrict__ pacc, int T, int Hq, int d, int n_split,
-                             bf16 *__restrict__ out, float *__restrict__ lse) {
+                             E *__restrict__ out, float *__restrict__ lse) {
   const size_t th = blockIdx.x; /* t * Hq + h */
   const int t = (int)(th / Hq), h = (int)(th % Hq);
   const size_t base = th * n_split;
@@ -433,7 +446,7 @@ __global__ void rows_merge_k(const float *__restrict__ pm, const float *__restri
     float A = 0.f;
     for (int s = 0; s < n_split; s++)
       if (pm[base + s] != -INFINITY) A += expf(pm[base + s] - M) * pacc[(base + s) * d + c];
-    out[th * d + c] = __float2bfloat16(A * inv);
+    st(&out[th * d + c], A * inv);
   }
   if (threadIdx.x == 0) lse[(size_t)h * T + t] = Ls > 0.f ? M + logf(Ls) : -INFINITY;
 }
@@ -471,18 +484,90 @@ cudaError_t launched() { return cudaGetLastError(); }
 
 /* ---- launchers -------------------------------------------------------------- */
 
+namespace {
+
+template <typename E>
+cudaError_t embed(const E *table, const int32_t *tok, int T, int D, float *x, cudaStream_t stream) {
+  if (T < 1 || D < 1) return cudaErrorInvalidValue;
+  embed_k<E><<<T, kThreads, 0, stream>>>(table, tok, D, x);
+  return launched();
+}
+
+template <typename E>
+cudaError_t rmsnorm(const float *x, const float *w, int T, int D, float eps, E *out, cudaStream_t stream) {
+  if (T < 1 || D < 1) return cudaErrorInvalidValue;
+  rmsnorm_k<E><<<T, kThreads, 0, stream>>>(x, w, D, eps, out);
+  return launched();
+}
+
+template <typename E>
+cudaError_t qkv_rope(const float *qkv, const float *bias, const float *cos_t, const float *sin_t, int T, int Hq,
+                     int Hkv, int d, E *q, E *k, E *v, cudaStream_t stream) {
+  if (T < 1 || Hq < 1 || Hkv < 1 || d < 2 || d % 2) return cudaErrorInvalidValue;
+  qkv_rope_k<E><<<grid_for((size_t)T * (Hq + 2 * Hkv) * d), kThreads, 0, stream>>>(qkv, bias, cos_t, sin_t, T, Hq,
+                                                                                   Hkv, d, q, k, v);
+  return launched();
+}
+
+template <typename E>
+cudaError_t swiglu(const float *gu, const float *bias, int n, int I, E *out, cudaStream_t stream) {
+  if (n < 1 || I < 1) return cudaErrorInvalidValue;
+  swiglu_k<E><<<grid_for((size_t)n * I), kThreads, 0, stream>>>(gu, bias, n, I, out);
+  return launched();
+}
+
+template <typename E>
+cudaError_t attention_rows(const E *q, const E *k, const E *v, const lukv_attn_shape *s, E *out, float *lse,
+                           void *ws, size_t ws_bytes, cudaStream_t stream) {
+  if (!shape_ok(s) || !ws) return cudaErrorInvalidValue;
+  RowsPlan P = rows_plan(s);
+  const size_t one = rows_bytes(s, 1);
+  if (ws_bytes < one) return cudaErrorInvalidValue;
+  if ((size_t)P.n_split > ws_bytes / one) P.n_split = (int)(ws_bytes / one);
+  const size_t n_state = (size_t)s->T * s->n_heads * P.n_split;
+  float *pm = (float *)ws, *pl = pm + n_state, *pacc = pl + n_state;
+  const dim3 grid((unsigned)P.n_split, (unsigned)(s->n_kv_heads * P.n_hsub), (unsigned)P.zrows);
+  rows_partial_k<E><<<grid, AR_WARPS * 32, rows_smem(s->head_dim), stream>>>(
+      q, k, v, s->T, s->S, s->n_heads, s->n_kv_heads, s->head_dim, s->window, 1.0f / sqrtf((float)s->head_dim),
+      P.n_split, P.n_hsub, pm, pl, pacc);
+  cudaError_t e = launched();
+  if (e != cudaSuccess) return e;
+  const int threads = s->head_dim < 128 ? 64 : 128;
+  rows_merge_k<E><<<(unsigned)((size_t)s->T * s->n_heads), threads, 0, stream>>>(
+      pm, pl, pacc, s->T, s->n_heads, s->head_dim, P.n_split, out, lse);
+  return launched();
+}
+
+/* Column-major view: y^T [out, T] = W [out, in] . x^T [in, T], where the
+ * row-major W buffer is W^T column-major (hence OP_T) and x is x^T. */
+cublasStatus_t linear(cublasHandle_t h, const void *x, const void *W, cudaDataType in_type, int T, int in, int out,
+                      float beta, void *y, cudaDataType y_type) {
+  if (T < 1 || in < 1 || out < 1 || (y_type != CUDA_R_32F && beta != 0.f)) return CUBLAS_STATUS_INVALID_VALUE;
+  const float alpha = 1.f;
+  return cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &alpha, W, in_type, in, x, in_type, in, &beta, y,
+                      y_type, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+
+} /* namespace */
+
 extern "C" cudaError_t lukv_cuda_embed(const lukv_bf16 *table, const int32_t *tok, int T, int D, float *x,
                                        cudaStream_t stream) {
-  if (T < 1 || D < 1) return cudaErrorInvalidValue;
-  embed_k<<<T, kThreads, 0, stream>>>((const bf16 *)table, tok, D, x);
-  return launched();
+  return embed((const bf16 *)table, tok, T, D, x, stream);
+}
+
+extern "C" cudaError_t lukv_cuda_embed_f32(const float *table, const int32_t *tok, int T, int D, float *x,
+                                           cudaStream_t stream) {
+  return embed(table, tok, T, D, x, stream);
 }
 
 extern "C" cudaError_t lukv_cuda_rmsnorm(const float *x, const float *w, int T, int D, float eps, lukv_bf16 *out,
                                          cudaStream_t stream) {
-  if (T < 1 || D < 1) return cudaErrorInvalidValue;
-  rmsnorm_k<<<T, kThreads, 0, stream>>>(x, w, D, eps, (bf16 *)out);
-  return launched();
+  return rmsnorm(x, w, T, D, eps, (bf16 *)out, stream);
+}
+
+extern "C" cudaError_t lukv_cuda_rmsnorm_f32(const float *x, const float *w, int T, int D, float eps, float *out,
+                                             cudaStream_t stream) {
+  return rmsnorm(x, w, T, D, eps, out, stream);
 }
 
 extern "C" cudaError_t lukv_cuda_rope_table(const float *inv_freq, int half, int T, int pos0, float *cos_t,
@@ -495,17 +580,23 @@ extern "C" cudaError_t lukv_cuda_rope_table(const float *inv_freq, int half, int
 extern "C" cudaError_t lukv_cuda_qkv_rope(const float *qkv, const float *bias, const float *cos_t,
                                           const float *sin_t, int T, int Hq, int Hkv, int d, lukv_bf16 *q,
                                           lukv_bf16 *k, lukv_bf16 *v, cudaStream_t stream) {
-  if (T < 1 || Hq < 1 || Hkv < 1 || d < 2 || d % 2) return cudaErrorInvalidValue;
-  qkv_rope_k<<<grid_for((size_t)T * (Hq + 2 * Hkv) * d), kThreads, 0, stream>>>(
-      qkv, bias, cos_t, sin_t, T, Hq, Hkv, d, (bf16 *)q, (bf16 *)k, (bf16 *)v);
-  return launched();
+  return qkv_rope(qkv, bias, cos_t, sin_t, T, Hq, Hkv, d, (bf16 *)q, (bf16 *)k, (bf16 *)v, stream);
+}
+
+extern "C" cudaError_t lukv_cuda_qkv_rope_f32(const float *qkv, const float *bias, const float *cos_t,
+                                              const float *sin_t, int T, int Hq, int Hkv, int d, float *q, float *k,
+                                              float *v, cudaStream_t stream) {
+  return qkv_rope(qkv, bias, cos_t, sin_t, T, Hq, Hkv, d, q, k, v, stream);
 }
 
 extern "C" cudaError_t lukv_cuda_swiglu(const float *gu, const float *bias, int n, int I, lukv_bf16 *out,
                                         cudaStream_t stream) {
-  if (n < 1 || I < 1) return cudaErrorInvalidValue;
-  swiglu_k<<<grid_for((size_t)n * I), kThreads, 0, stream>>>(gu, bias, n, I, (bf16 *)out);
-  return launched();
+  return swiglu(gu, bias, n, I, (bf16 *)out, stream);
+}
+
+extern "C" cudaError_t lukv_cuda_swiglu_f32(const float *gu, const float *bias, int n, int I, float *out,
+                                            cudaStream_t stream) {
+  return swiglu(gu, bias, n, I, out, stream);
 }
 
 extern "C" cudaError_t lukv_cuda_add_bias(float *y, const float *b, int T, int N, cudaStream_t stream) {
@@ -534,12 +625,12 @@ extern "C" cudaError_t lukv_cuda_bf16_to_f32(const lukv_bf16 *src, size_t n, flo
 
 extern "C" cublasStatus_t lukv_cuda_linear(cublasHandle_t h, const lukv_bf16 *x, const lukv_bf16 *W, int T, int in,
                                            int out, float beta, void *y, int y_f32) {
-  if (T < 1 || in < 1 || out < 1 || (!y_f32 && beta != 0.f)) return CUBLAS_STATUS_INVALID_VALUE;
-  const float alpha = 1.f;
-  /* Column-major view: y^T [out, T] = W [out, in] . x^T [in, T], where the
-   * row-major W buffer is W^T column-major (hence OP_T) and x is x^T. */
-  return cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &alpha, W, CUDA_R_16BF, in, x, CUDA_R_16BF, in,
-                      &beta, y, y_f32 ? CUDA_R_32F : CUDA_R_16BF, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  return linear(h, x, W, CUDA_R_16BF, T, in, out, beta, y, y_f32 ? CUDA_R_32F : CUDA_R_16BF);
+}
+
+extern "C" cublasStatus_t lukv_cuda_linear_f32(cublasHandle_t h, const float *x, const float *W, int T, int in,
+                                               int out, float beta, float *y) {
+  return linear(h, x, W, CUDA_R_32F, T, in, out, beta, y, CUDA_R_32F);
 }
 
 extern "C" int lukv_cuda_flash_supported(const lukv_attn_shape *s) {
@@ -569,21 +660,12 @@ extern "C" size_t lukv_cuda_attention_rows_ws(const lukv_attn_shape *s) {
 extern "C" cudaError_t lukv_cuda_attention_rows(const lukv_bf16 *q, const lukv_bf16 *k, const lukv_bf16 *v,
                                                 const lukv_attn_shape *s, lukv_bf16 *out, float *lse, void *ws,
                                                 size_t ws_bytes, cudaStream_t stream) {
-  if (!shape_ok(s) || !ws) return cudaErrorInvalidValue;
-  RowsPlan P = rows_plan(s);
-  const size_t one = rows_bytes(s, 1);
-  if (ws_bytes < one) return cudaErrorInvalidValue;
-  if ((size_t)P.n_split > ws_bytes / one) P.n_split = (int)(ws_bytes / one);
-  const size_t n_state = (size_t)s->T * s->n_heads * P.n_split;
-  float *pm = (float *)ws, *pl = pm + n_state, *pacc = pl + n_state;
-  const dim3 grid((unsigned)P.n_split, (unsigned)(s->n_kv_heads * P.n_hsub), (unsigned)P.zrows);
-  rows_partial_k<<<grid, AR_WARPS * 32, rows_smem(s->head_dim), stream>>>(
-      (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s->T, s->S, s->n_heads, s->n_kv_heads, s->head_dim,
-      s->window, 1.0f / sqrtf((float)s->head_dim), P.n_split, P.n_hsub, pm, pl, pacc);
-  cudaError_t e = launched();
-  if (e != cudaSuccess) return e;
-  const int threads = s->head_dim < 128 ? 64 : 128;
-  rows_merge_k<<<(unsigned)((size_t)s->T * s->n_heads), threads, 0, stream>>>(
-      pm, pl, pacc, s->T, s->n_heads, s->head_dim, P.n_split, (bf16 *)out, lse);
-  return launched();
+  return attention_rows((const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s, (bf16 *)out, lse, ws, ws_bytes,
+                        stream);
+}
+
+extern "C" cudaError_t lukv_cuda_attention_rows_f32(const float *q, const float *k, const float *v,
+                                                    const lukv_attn_shape *s, float *out, float *lse, void *ws,
+                                                    size_t ws_bytes, cudaStream_t stream) {
+  return attention_rows(q, k, v, s, out, lse, ws, ws_bytes, stream);
 }

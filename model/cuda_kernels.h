@@ -3,7 +3,9 @@
  * (DESIGN §2: every kernel has a twin and a test on random inputs).
  *
  * Precision: bf16 storage (lukv_bf16 = raw bits), f32 arithmetic and
- * accumulation. Every buffer is device memory, row-major, caller-owned; no
+ * accumulation. The launchers ending in _f32 are the same kernels with f32
+ * storage (the f32 backend, LUKV_DEVICE_CUDA_F32): their outputs equal the
+ * twins' up to f32 rounding and summation order instead of bf16 rounding. Every buffer is device memory, row-major, caller-owned; no
  * launcher keeps a pointer or allocates. Launchers only enqueue work on
  * `stream` and return the launch status (cudaGetLastError); errors of the
  * kernel itself surface at the caller's next synchronisation.
@@ -14,7 +16,8 @@
  *   lukv_cuda_qkv_rope     bias add + lukv_cpu_rope on the q and k parts
  *   lukv_cuda_swiglu       bias add + lukv_cpu_swiglu
  *   lukv_cuda_add_bias     the bias term of lukv_cpu_linear
- *   lukv_cuda_linear       lukv_cpu_linear (cuBLAS, bf16 in, f32 accumulate)
+ *   lukv_cuda_linear       lukv_cpu_linear (cuBLAS, bf16 in, f32 accumulate;
+ *                          _f32: f32 in, CUBLAS_COMPUTE_32F, never TF32)
  *   lukv_cuda_flash_attention, lukv_cuda_attention_rows
  *                          lukv_cpu_attention (out in bf16, lse in f32)
  */
@@ -41,10 +44,13 @@ typedef uint16_t lukv_bf16; /* bf16 bit pattern (the upper half of an f32) */
 /* x [T, D] f32 = table [V, D] bf16 rows tok [T] (device ids, already checked). */
 cudaError_t lukv_cuda_embed(const lukv_bf16 *table, const int32_t *tok, int T, int D, float *x,
                             cudaStream_t stream);
+cudaError_t lukv_cuda_embed_f32(const float *table, const int32_t *tok, int T, int D, float *x, cudaStream_t stream);
 
 /* out [T, D] bf16 = x / sqrt(mean(x^2) + eps) * w  (x [T, D] f32, w [D] f32). */
 cudaError_t lukv_cuda_rmsnorm(const float *x, const float *w, int T, int D, float eps, lukv_bf16 *out,
                               cudaStream_t stream);
+cudaError_t lukv_cuda_rmsnorm_f32(const float *x, const float *w, int T, int D, float eps, float *out,
+                                  cudaStream_t stream);
 
 /* cos_t, sin_t [T, half] f32 of the angle (float)(pos0 + t) * inv_freq[i]
  * (f32 product, as transformers), cos/sin taken in double and rounded to f32
@@ -60,11 +66,14 @@ cudaError_t lukv_cuda_rope_table(const float *inv_freq, int half, int T, int pos
 cudaError_t lukv_cuda_qkv_rope(const float *qkv, const float *bias, const float *cos_t, const float *sin_t,
                                int T, int Hq, int Hkv, int d, lukv_bf16 *q, lukv_bf16 *k, lukv_bf16 *v,
                                cudaStream_t stream);
+cudaError_t lukv_cuda_qkv_rope_f32(const float *qkv, const float *bias, const float *cos_t, const float *sin_t,
+                                   int T, int Hq, int Hkv, int d, float *q, float *k, float *v, cudaStream_t stream);
 
 /* gu [n, 2I] f32 = gate | up GEMM output, bias [2I] f32 or NULL;
  * out [n, I] bf16 = silu(gate) * up. */
 cudaError_t lukv_cuda_swiglu(const float *gu, const float *bias, int n, int I, lukv_bf16 *out,
                              cudaStream_t stream);
+cudaError_t lukv_cuda_swiglu_f32(const float *gu, const float *bias, int n, int I, float *out, cudaStream_t stream);
 
 /* y [T, N] f32 += b [N]. */
 cudaError_t lukv_cuda_add_bias(float *y, const float *b, int T, int N, cudaStream_t stream);
@@ -81,6 +90,9 @@ cudaError_t lukv_cuda_bf16_to_f32(const lukv_bf16 *src, size_t n, float *dst, cu
  * stream. Returns the cuBLAS status. */
 cublasStatus_t lukv_cuda_linear(cublasHandle_t h, const lukv_bf16 *x, const lukv_bf16 *W, int T, int in, int out,
                                 float beta, void *y, int y_f32);
+/* The same with x, W and y f32. */
+cublasStatus_t lukv_cuda_linear_f32(cublasHandle_t h, const float *x, const float *W, int T, int in, int out,
+                                    float beta, float *y);
 
 /* ---- attention -------------------------------------------------------------
  * Shapes and masking exactly as lukv_cpu_attention (cpu_ops.h): T queries at
@@ -112,6 +124,10 @@ size_t lukv_cuda_attention_rows_ws(const lukv_attn_shape *s);
 cudaError_t lukv_cuda_attention_rows(const lukv_bf16 *q, const lukv_bf16 *k, const lukv_bf16 *v,
                                      const lukv_attn_shape *s, lukv_bf16 *out, float *lse, void *ws,
                                      size_t ws_bytes, cudaStream_t stream);
+/* The same over f32 q, k, v and out (the f32 backend's prefill and decode:
+ * f32 has no tensor-core flash kernel here). Same workspace size. */
+cudaError_t lukv_cuda_attention_rows_f32(const float *q, const float *k, const float *v, const lukv_attn_shape *s,
+                                         float *out, float *lse, void *ws, size_t ws_bytes, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,7 @@
 
 static const char usage[] =
     "usage: lukv-run (--model DIR|FILE.gguf | --random-init CONFIG.json [--seed N])\n"
-    "                (--tokens FILE | --text FILE) [--generate N] [--device cpu|cuda]\n"
+    "                (--tokens FILE | --text FILE) [--generate N] [--device cpu|cuda|cuda-f32]\n"
     "\n"
     "Runs a Llama-family model (Llama, Mistral, Qwen2; Hugging Face directory with\n"
     "config.json and safetensors, or a llama.cpp GGUF file of a Llama) on a prompt\n"
@@ -23,7 +23,7 @@ static const char usage[] =
     "  --text FILE            prompt as raw bytes, one token per byte (byte-level\n"
     "                         models); output: bytes, unprintable ones as \\xNN\n"
     "  --generate N           tokens to generate (default 32)\n"
-    "  --device cpu|cuda      backend (default cpu)\n"
+    "  --device D             backend: cpu (default, f32), cuda (bf16) or cuda-f32\n"
     "  --help                 this text\n";
 
 static int fail(const char *msg) {
@@ -168,10 +168,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   lukv_device dev;
-  if (!strcmp(device, "cpu")) dev = LUKV_DEVICE_CPU;
-  else if (!strcmp(device, "cuda")) dev = LUKV_DEVICE_CUDA;
-  else {
-    fprintf(stderr, "lukv-run: --device: \"%s\" is not cpu or cuda\n", device);
+  if (lukv_device_parse(device, &dev) != LUKV_OK) {
+    fprintf(stderr, "lukv-run: --device: \"%s\" is not cpu, cuda or cuda-f32\n", device);
     return 2;
   }
 

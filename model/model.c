@@ -28,14 +28,33 @@ struct lukv_kv_cache {
   void *state;                /* backend's */
 };
 
+int lukv_device_parse(const char *name, lukv_device *out) {
+  static const lukv_device all[] = {LUKV_DEVICE_CPU, LUKV_DEVICE_CUDA, LUKV_DEVICE_CUDA_F32};
+  for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+    if (!strcmp(name, lukv_device_name(all[i]))) {
+      *out = all[i];
+      return LUKV_OK;
+    }
+  return LUKV_ERR_INVALID;
+}
+
+const char *lukv_device_name(lukv_device d) {
+  switch (d) {
+    case LUKV_DEVICE_CPU: return "cpu";
+    case LUKV_DEVICE_CUDA: return "cuda";
+    case LUKV_DEVICE_CUDA_F32: return "cuda-f32";
+  }
+  return "?";
+}
+
 static int pick_backend(const char *src, lukv_device dev, const lukv_backend **be, lukv_error *err) {
   if (dev == LUKV_DEVICE_CPU) {
     *be = &lukv_backend_cpu;
     return LUKV_OK;
   }
-  if (dev == LUKV_DEVICE_CUDA) {
+  if (dev == LUKV_DEVICE_CUDA || dev == LUKV_DEVICE_CUDA_F32) {
 #if LUKV_HAVE_CUDA
-    *be = &lukv_backend_cuda;
+    *be = dev == LUKV_DEVICE_CUDA ? &lukv_backend_cuda : &lukv_backend_cuda_f32;
     return LUKV_OK;
 #else
     return lukv_error_set(err, LUKV_ERR_UNSUPPORTED, "%s: device: this build has no CUDA backend (-Dcuda=enabled)",

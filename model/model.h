@@ -8,7 +8,7 @@
  *
  * The front end (this header, model.c) owns configuration, weight loading,
  * argument and token checks and generation; the arithmetic sits behind a
- * backend (backend.h): CPU reference (f32, OpenBLAS) and CUDA (bf16), with
+ * backend (backend.h): CPU reference (f32, OpenBLAS) and CUDA (bf16, or f32), with
  * the same calls and results within tolerance.
  *
  * Conventions: functions return LUKV_OK or a negative status and, when err is
@@ -27,7 +27,20 @@
 #include "config.h"
 #include "status.h"
 
-typedef enum lukv_device { LUKV_DEVICE_CPU = 0, LUKV_DEVICE_CUDA = 1 } lukv_device;
+/* LUKV_DEVICE_CUDA_F32 is a way to open a model, not a device of its own: the
+ * CUDA backend with f32 weights, activations and KV cache instead of bf16
+ * (cuBLAS f32 GEMMs without TF32, attention on the split-KV kernel). It
+ * matches the f32 CPU reference to f32 rounding where bf16 deviates by
+ * ~1e-2, at twice the memory and far lower speed: for calibration profiles
+ * that must agree with the reference to 1e-3. A model opened so reports
+ * LUKV_DEVICE_CUDA (lukv_model_device, the tap) and does not take
+ * lukv_model_decode_external (LUKV_ERR_UNSUPPORTED). */
+typedef enum lukv_device { LUKV_DEVICE_CPU = 0, LUKV_DEVICE_CUDA = 1, LUKV_DEVICE_CUDA_F32 = 2 } lukv_device;
+
+/* "cpu", "cuda", "cuda-f32" -> *out (LUKV_ERR_INVALID for anything else; the
+ * CLIs' --device). lukv_device_name is the inverse ("?" for no device). */
+int lukv_device_parse(const char *name, lukv_device *out);
+const char *lukv_device_name(lukv_device d);
 
 typedef struct lukv_model lukv_model;
 typedef struct lukv_kv_cache lukv_kv_cache;

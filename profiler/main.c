@@ -67,7 +67,9 @@ static const char USAGE[] =
     "  --grid G                 curves have G+1 points (default 256)\n"
     "  --shard I/N              profile only shard I of N (1 <= I <= N): samples\n"
     "                           [floor((I-1)*S/N), floor(I*S/N)); join with merge\n"
-    "  --device D               cpu (default) | cuda\n"
+    "  --device D               cpu (default) | cuda (bf16 engine, fast) | cuda-f32\n"
+    "                           (f32 engine on the GPU: matches the cpu profile\n"
+    "                           to ~1e-5 where bf16 differs by ~1e-2; slower)\n"
     "  --dump-tokens FILE       write the token ids used, one sample per line\n"
     "  -q, --quiet              no progress line\n"
     "\n"
@@ -257,12 +259,8 @@ static int cmd_profile(int argc, char **argv) {
         return lukv_cli_usage(PROG, "--shard needs I/N with 1 <= I <= N, not '%s'", v);
     } else if (!strcmp(a, "--device")) {
       NEED_VALUE();
-      if (!strcmp(v, "cpu"))
-        device = LUKV_DEVICE_CPU;
-      else if (!strcmp(v, "cuda"))
-        device = LUKV_DEVICE_CUDA;
-      else
-        return lukv_cli_usage(PROG, "unknown --device '%s' (cpu or cuda)", v);
+      if (lukv_device_parse(v, &device) != LUKV_OK)
+        return lukv_cli_usage(PROG, "unknown --device '%s' (cpu, cuda or cuda-f32)", v);
     } else if (!strcmp(a, "--dump-tokens")) {
       NEED_VALUE();
       dump_path = v;
@@ -464,7 +462,7 @@ static int cmd_profile(int argc, char **argv) {
   tap_ctx ctx = {.prof = &prof, .T_ctx = T, .F = F, .scale = 1.0f / sqrtf((float)cfg->head_dim)};
   lukv_error_clear(&ctx.err);
 #if LUKV_HAVE_CUDA
-  if (rc == LUKV_OK && device == LUKV_DEVICE_CUDA) rc = lukv_stats_cuda_create(&ctx.gpu, &err);
+  if (rc == LUKV_OK && lukv_model_device(m) == LUKV_DEVICE_CUDA) rc = lukv_stats_cuda_create(&ctx.gpu, &err);
 #endif
   lukv_forward_opts fo = {.tap = on_layer, .tap_user = &ctx, .last_logits_only = 1};
   lukv_progress prog;
@@ -538,7 +536,7 @@ static int cmd_profile(int argc, char **argv) {
            mode);
     for (int k = 0; k < n_scorers; k++) printf("%s%s", k ? "," : " ", prof.scorer_names[k]);
     printf("\n# %.1f tokens/s (%ld tokens in %.2f s, %s)\n", secs > 0 ? total_tokens / secs : 0.0,
-           total_tokens, secs, device == LUKV_DEVICE_CPU ? "cpu" : "cuda");
+           total_tokens, secs, lukv_device_name(device));
   }
   free(toks);
   free(used);

@@ -1,9 +1,19 @@
 """The shared harness of the CLI tests (test_solve_cli.py, test_profile_cli.py,
-test_eval_cli.py): a check counter, a subprocess runner and the "bad input ->
-error, no output" check. Imported as `clitest` (tests/ is sys.path[0] when
-meson runs /usr/bin/python3 tests/test_X.py)."""
+test_eval_cli.py, test_cli_gpu.py): a check counter, a subprocess runner, the
+"bad input -> error, no output" check, and the comparison of a lukv-profile run
+with the independent reference fixtures. Imported as `clitest` (tests/ is
+sys.path[0] when meson runs /usr/bin/python3 tests/test_X.py)."""
 import os
 import subprocess
+
+# The settings of tools/reference_profile.py's fixtures (its docstring):
+# tests/fixtures/ref-profile.h5 (--utility max), ref-profile-sum.h5 (sum), on
+# the corpus ref-corpus.h5 and the golden model llama3_rope.
+REF_PROFILE_ARGS = ["--context-len", "160", "--future-len", "48", "--samples", "2", "--sink", "4",
+                    "--window", "16", "--pool", "7", "--grid", "32", "--scorers", "snapkv,keydiff"]
+# attributes that define what the reference computed
+REF_PROFILE_ATTRS = ("model_hash", "n_layers", "n_kv_heads", "n_q_heads", "head_dim", "mode", "utility",
+                     "context_len", "future_len", "sink", "window", "pool_kernel", "grid")
 
 
 def runner(exe, cwd=None, timeout=240):
@@ -71,3 +81,38 @@ class Checks:
                 for p in paths:
                     self.check(not os.path.exists(p), f"{name}: {p} exists after failure")
         return se
+
+
+def profile_arrays(path):
+    """({"utility_total", "sample_context_len", "curves/NAME"...: array}, attrs) of a profile."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        out = {"utility_total": f["utility_total"][()],
+               "sample_context_len": f["sample_context_len"][()]}
+        for k in f["curves"]:
+            out["curves/" + k] = f["curves/" + k][()]
+        return out, dict(f.attrs)
+
+
+def compare_profiles(checks, got_path, ref_path, tol, label):
+    """Every dataset of GOT_PATH within TOL * max|ref| of REF_PATH's, the same
+    datasets and the same defining attributes; prints each measured deviation."""
+    import numpy as np
+    mine, ma = profile_arrays(got_path)
+    ref, ra = profile_arrays(ref_path)
+    name = os.path.basename(ref_path)
+    for key in REF_PROFILE_ATTRS:
+        checks.check(ma.get(key) == ra.get(key), f"{label} vs {name}: attribute {key}: {ma.get(key)} vs {ra.get(key)}")
+    checks.check(sorted(mine) == sorted(ref), f"{label} vs {name}: datasets {sorted(mine)} vs {sorted(ref)}")
+    for key in sorted(ref):
+        if key not in mine:
+            continue
+        x, y = mine[key].astype(np.float64), ref[key].astype(np.float64)
+        if x.shape != y.shape:
+            checks.check(False, f"{label} vs {name}: {key} shape {x.shape} vs {y.shape}")
+            continue
+        scale = np.abs(y).max()
+        err = np.abs(x - y).max()
+        rel = err / scale if scale > 0 else err
+        print(f"{label} vs {name} {key}: max |x-ref| / max|ref| = {rel:.3g} (tolerance {tol:g})")
+        checks.check(err <= tol * scale, f"{label} vs {name}: {key} differs by {err:.3g} > {tol:g} * {scale:.3g}")

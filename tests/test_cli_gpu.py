@@ -2,7 +2,12 @@
 """The CLIs with --device cuda, as a user meets them (suite gpu).
 
 - lukv-run: the CUDA engine's greedy continuation of a byte prompt on the golden
-  Llama equals the CPU reference's, token for token;
+  Llama equals the CPU reference's, token for token (cuda and cuda-f32);
+- lukv-profile --device cuda-f32 (the f32 engine on the GPU) against both independent
+  HF references (ref-profile.h5, ref-profile-sum.h5): every dataset within 1e-3 of
+  its largest value, the CPU path's own criterion (issue 5); and in generate mode
+  (decode steps through the engine's f32 KV cache) against the CPU's generate-mode
+  profile: the same generated tokens, every dataset within 1e-3;
 - lukv-profile: the CUDA profile of the reference fixture's corpus (the settings of
   tools/reference_profile.py) against the independent HF reference
   (tests/fixtures/ref-profile.h5). The CUDA engine is bf16, so the tolerance is the
@@ -23,7 +28,7 @@ import shutil
 import sys
 import tempfile
 
-from clitest import Checks, runner
+from clitest import REF_PROFILE_ARGS, Checks, compare_profiles, runner
 
 try:
     import h5py
@@ -39,8 +44,7 @@ BUDGETS = os.path.abspath(sys.argv[4])  # lukv-solve of ref-profile.h5 at ratio 
 FIX = os.environ.get("LUKV_FIXTURES", os.path.join(os.path.dirname(__file__), "fixtures"))
 SRC = os.environ.get("LUKV_SOURCE", os.path.join(os.path.dirname(__file__), ".."))
 GOLDEN = os.path.join(SRC, "tests", "golden")
-REF_ARGS = ["--context-len", "160", "--future-len", "48", "--samples", "2", "--sink", "4",
-            "--window", "16", "--pool", "7", "--grid", "32", "--scorers", "snapkv,keydiff", "-q"]
+REF_ARGS = [*REF_PROFILE_ARGS, "-q"]
 # bf16 engine against the f32 reference: relative to the dataset's largest value
 TOL = {"utility_total": 1e-2, "curves/oracle": 1e-2, "curves/snapkv": 1e-1, "curves/keydiff": 1e-1}
 NLL_TOL = 0.15  # nats per token, as tests/test_eval_gpu.c
@@ -65,11 +69,32 @@ def main():
     rc, so_cpu, se = RUN(*base, "--device", "cpu")
     check(rc == 0, f"lukv-run --device cpu: exit {rc}: {se.strip()}")
     check(so_gpu == so_cpu, f"greedy continuation: cuda {so_gpu!r} != cpu {so_cpu!r}")
+    rc, so_f32, se = RUN(*base, "--device", "cuda-f32")
+    check(rc == 0 and so_f32 == so_cpu, f"greedy continuation: cuda-f32 (exit {rc}) {so_f32!r} != cpu {so_cpu!r}")
 
     tmp = tempfile.mkdtemp(prefix="lukv-cli-gpu-")
     try:
         model = os.path.join(GOLDEN, "llama3_rope")
         corpus = os.path.join(FIX, "ref-corpus.h5")
+        for utility, ref in (("max", "ref-profile.h5"), ("sum", "ref-profile-sum.h5")):
+            out = os.path.join(tmp, f"cuda-f32-{utility}.h5")
+            rc, so, se = PROF("--model", model, "--corpus", corpus, *REF_ARGS, "--utility", utility,
+                              "--device", "cuda-f32", "-o", out)
+            check(rc == 0, f"lukv-profile --device cuda-f32 --utility {utility}: exit {rc}: {se.strip()}")
+            if rc == 0:
+                compare_profiles(C, out, os.path.join(FIX, ref), 1e-3, "cuda-f32")
+        gen = {}
+        for dev in ("cuda-f32", "cpu"):
+            gen[dev] = os.path.join(tmp, f"gen-{dev}.h5")
+            rc, so, se = PROF("--model", model, "--corpus", corpus, "--mode", "generate", "--context-len", "96",
+                              "--future-len", "16", "--samples", "2", "--sink", "4", "--window", "8", "--grid", "16",
+                              "--dump-tokens", gen[dev] + ".txt", "--device", dev, "-q", "-o", gen[dev])
+            check(rc == 0, f"lukv-profile --mode generate --device {dev}: exit {rc}: {se.strip()}")
+        if all(os.path.exists(p) for p in gen.values()):
+            with open(gen["cuda-f32"] + ".txt") as a, open(gen["cpu"] + ".txt") as b:
+                check(a.read() == b.read(), "generate mode: cuda-f32 generated other tokens than cpu")
+            compare_profiles(C, gen["cuda-f32"], gen["cpu"], 1e-3, "cuda-f32 generate")
+
         whole = os.path.join(tmp, "cuda.h5")
         args = ["--model", model, "--corpus", corpus, *REF_ARGS, "--device", "cuda"]
         rc, so, se = PROF(*args, "-o", whole)

@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 
-from clitest import Checks, runner
+from clitest import REF_PROFILE_ARGS as REF_ARGS, Checks, compare_profiles, profile_arrays as arrays, runner
 
 try:
     import h5py
@@ -34,9 +34,6 @@ SRC = os.environ.get("LUKV_SOURCE", os.path.join(os.path.dirname(__file__), ".."
 MODEL = os.path.join(SRC, "tests", "golden", "llama3_rope")  # GQA 4/2, bf16, vocab 256
 SWA_MODEL = os.path.join(SRC, "tests", "golden", "mistral_gqa")  # sliding_window 24
 REF_CORPUS = os.path.join(FIX, "ref-corpus.h5")
-# the settings of tools/reference_profile.py's fixtures (its docstring)
-REF_ARGS = ["--context-len", "160", "--future-len", "48", "--samples", "2", "--sink", "4",
-            "--window", "16", "--pool", "7", "--grid", "32", "--scorers", "snapkv,keydiff"]
 SMALL = ["--context-len", "40", "--future-len", "8", "--sink", "2", "--window", "4",
          "--grid", "16", "-q"]
 C = Checks()
@@ -52,15 +49,6 @@ def write_corpus(path, samples, vocab=256):
                        tokenizer="random-ids", vocab_size=vocab, source="test")
         f["tokens"] = tok
         f["offsets"] = off
-
-
-def arrays(path):
-    with h5py.File(path, "r") as f:
-        out = {"utility_total": f["utility_total"][()],
-               "sample_context_len": f["sample_context_len"][()]}
-        for k in f["curves"]:
-            out["curves/" + k] = f["curves/" + k][()]
-        return out, dict(f.attrs)
 
 
 def expect_error(what, args, out, code=1, needle=None, cwd=None):
@@ -96,24 +84,7 @@ def compare_ref(ref_path, utility, tmp):
     check(rc == 0, f"reference run ({utility}): exit {rc}: {se.strip()}")
     if rc:
         return
-    mine, ma = arrays(out)
-    ref, ra = arrays(ref_path)
-    for key in ("model_hash", "n_layers", "n_kv_heads", "n_q_heads", "head_dim", "mode",
-                "utility", "context_len", "future_len", "sink", "window", "pool_kernel", "grid"):
-        check(ma.get(key) == ra.get(key), f"{ref_path}: attribute {key}: {ma.get(key)} vs {ra.get(key)}")
-    check(sorted(mine) == sorted(ref), f"{ref_path}: datasets {sorted(mine)} vs {sorted(ref)}")
-    for key in sorted(ref):
-        if key not in mine:
-            continue
-        x, y = mine[key].astype(np.float64), ref[key].astype(np.float64)
-        if x.shape != y.shape:
-            check(False, f"{ref_path}: {key} shape {x.shape} vs {y.shape}")
-            continue
-        scale = np.abs(y).max()
-        err = np.abs(x - y).max()
-        rel = err / scale if scale > 0 else err
-        print(f"reference {os.path.basename(ref_path)} {key}: max |x-ref| / max|ref| = {rel:.3g}")
-        check(err <= 1e-3 * scale, f"{ref_path}: {key} differs by {err:.3g} > 1e-3 * {scale:.3g}")
+    compare_profiles(C, out, ref_path, 1e-3, "cpu")
 
 
 def main():
@@ -298,11 +269,13 @@ def main():
         expect_error("context <= sink + window", base + ["--context-len", "6"], out, code=2)
         expect_error("even pool", base + ["--pool", "4"], out, code=2)
         expect_error("missing -o", base[:-2], out, code=2)
-        rc, so, se = run(*base, "--device", "cuda")
-        if rc != 0:  # a build without CUDA (or no device): one line, no output
-            expect_error("--device cuda", base + ["--device", "cuda"], out, needle="CUDA")
-        else:
-            os.remove(out)
+        for dev in ("cuda", "cuda-f32"):
+            rc, so, se = run(*base, "--device", dev)
+            if rc != 0:  # a build without CUDA (or no device): one line, no output
+                expect_error(f"--device {dev}", base + ["--device", dev], out, needle="CUDA")
+            else:
+                os.remove(out)
+        expect_error("unknown device", base + ["--device", "gpu"], out, code=2, needle="cuda-f32")
         expect_error("show of a missing file", ["show", missing], out)
         expect_error("merge of a corpus file", ["merge", corpus, "-o", out], out, needle=corpus)
     finally:
