@@ -400,7 +400,26 @@ START_TEST(tiny_valid_runs) {
   lukv_model *mc = NULL;
   lukv_test_expect_err(&err, lukv_model_open(dir, LUKV_DEVICE_CUDA, &mc, &err), LUKV_ERR_UNSUPPORTED, "CUDA", NULL);
   ck_assert_ptr_null(mc);
+  lukv_test_expect_err(&err, lukv_model_open(dir, LUKV_DEVICE_CUDA_F32, &mc, &err), LUKV_ERR_UNSUPPORTED, "CUDA",
+                       NULL);
+  ck_assert_ptr_null(mc);
 #endif
+  lukv_test_expect_err(&err, lukv_model_open(dir, (lukv_device)7, &m2, &err), LUKV_ERR_INVALID, "device", NULL);
+  ck_assert_ptr_null(m2);
+  /* the CLIs' --device names, both ways */
+  const lukv_device devs[] = {LUKV_DEVICE_CPU, LUKV_DEVICE_CUDA, LUKV_DEVICE_CUDA_F32};
+  for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
+    lukv_device d = (lukv_device)-1;
+    ck_assert_int_eq(lukv_device_parse(lukv_device_name(devs[i]), &d), LUKV_OK);
+    ck_assert_int_eq(d, devs[i]);
+  }
+  ck_assert_str_eq(lukv_device_name(LUKV_DEVICE_CUDA_F32), "cuda-f32");
+  lukv_device d = LUKV_DEVICE_CPU;
+  ck_assert_int_eq(lukv_device_parse("gpu", &d), LUKV_ERR_INVALID);
+  ck_assert_int_eq(lukv_device_parse("CUDA", &d), LUKV_ERR_INVALID);
+  ck_assert_int_eq(lukv_device_parse(NULL, &d), LUKV_ERR_INVALID);
+  ck_assert_int_eq(d, LUKV_DEVICE_CPU);
+  ck_assert_str_eq(lukv_device_name((lukv_device)7), "?");
   lukv_model_destroy(m);
   lukv_model_destroy(NULL);
   lukv_kv_cache_destroy(NULL);
