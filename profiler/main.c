@@ -74,9 +74,10 @@ static const char USAGE[] =
     "  -q, --quiet              no progress line\n"
     "\n"
     "merge: concatenates the samples of partial profiles (shards) that agree on\n"
-    "  the model and every protocol attribute. Inputs written by --shard carry\n"
-    "  first_sample and are ordered by it (any argument order gives the same\n"
-    "  file); otherwise argument order is kept.\n"
+    "  the model and every protocol attribute, and on the engine's precision\n"
+    "  (bf16 for --device cuda, f32 otherwise) where recorded. Inputs written by\n"
+    "  --shard carry first_sample and are ordered by it (any argument order gives\n"
+    "  the same file); otherwise argument order is kept.\n"
     "\n"
     "model identity: model_hash is the sha256 of the directory's *.safetensors\n"
     "  files concatenated in sorted name order, or of the .gguf file's bytes;\n"
@@ -144,14 +145,22 @@ static int on_layer(void *user, const lukv_tap_info *info) {
   return lukv_profile_add_layer(c->prof, c->sample, info->layer, &x, &c->err);
 }
 
-/* Adds the optional root attributes that make merge order-independent. Readers
- * ignore attributes they do not know (docs/formats.md). */
-static int write_shard_attrs(const char *path, int64_t first_sample, int shard_i, int shard_n,
-                             lukv_error *err) {
+/* The engine's activation precision, recorded as the optional `precision`
+ * attribute: profiles of the bf16 CUDA engine differ from f32 ones by up to
+ * ~5e-2 (docs/profiling.md), so merge refuses to mix them. */
+static const char *device_precision(lukv_device d) { return d == LUKV_DEVICE_CUDA ? "bf16" : "f32"; }
+
+/* Adds the optional root attributes that make merge order-independent
+ * (first_sample when >= 0; shard_index and shard_count when shard_n > 0),
+ * and `precision` when not NULL. Readers ignore attributes they do not know
+ * (docs/formats.md). */
+static int write_optional_attrs(const char *path, int64_t first_sample, int shard_i, int shard_n,
+                                const char *precision, lukv_error *err) {
   lukv_h5_quiet();
   hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
   if (f < 0) return lukv_h5_fail(err, LUKV_ERR_IO, path, NULL, "cannot reopen to add attributes");
-  int rc = lukv_h5_write_attr_int(f, path, "first_sample", first_sample, err);
+  int rc = first_sample >= 0 ? lukv_h5_write_attr_int(f, path, "first_sample", first_sample, err) : LUKV_OK;
+  if (rc == LUKV_OK && precision) rc = lukv_h5_write_attr_str(f, path, "precision", precision, err);
   if (rc == LUKV_OK && shard_n > 0) {
     rc = lukv_h5_write_attr_int(f, path, "shard_index", shard_i, err);
     if (rc == LUKV_OK) rc = lukv_h5_write_attr_int(f, path, "shard_count", shard_n, err);
@@ -519,7 +528,7 @@ static int cmd_profile(int argc, char **argv) {
   }
   if (rc == LUKV_OK) rc = lukv_profile_write(out_path, &prof, &err);
   if (rc == LUKV_OK) {
-    rc = write_shard_attrs(out_path, s0, shard_i, shard_n, &err);
+    rc = write_optional_attrs(out_path, s0, shard_i, shard_n, device_precision(device), &err);
     if (rc != LUKV_OK) remove(out_path);
   }
   if (rc == LUKV_OK && dump_path && rename(dump_tmp, dump_path) != 0) {
@@ -556,6 +565,7 @@ typedef struct merge_in {
   lukv_profile p;
   int has_first;
   int64_t first;
+  char *precision; /* the optional attribute, NULL when absent */
 } merge_in;
 
 static int cmp_merge_in(const void *a, const void *b) {
@@ -563,16 +573,20 @@ static int cmp_merge_in(const void *a, const void *b) {
   return (x->first > y->first) - (x->first < y->first);
 }
 
-/* Reads the optional first_sample attribute (absent: *has = 0). */
-static int read_first_sample(const char *path, int *has, int64_t *first, lukv_error *err) {
-  *has = 0;
+/* Reads the optional first_sample and precision attributes (absent:
+ * has_first = 0, precision NULL). */
+static int read_optional_attrs(merge_in *m, lukv_error *err) {
+  m->has_first = 0;
+  m->precision = NULL;
   hid_t f;
-  int rc = lukv_h5_open_read(path, &f, err);
+  int rc = lukv_h5_open_read(m->path, &f, err);
   if (rc != LUKV_OK) return rc;
   if (H5Aexists(f, "first_sample") > 0) {
-    rc = lukv_h5_read_attr_int(f, path, "first_sample", first, err);
-    if (rc == LUKV_OK) *has = 1;
+    rc = lukv_h5_read_attr_int(f, m->path, "first_sample", &m->first, err);
+    if (rc == LUKV_OK) m->has_first = 1;
   }
+  if (rc == LUKV_OK && H5Aexists(f, "precision") > 0)
+    rc = lukv_h5_read_attr_str(f, m->path, "precision", &m->precision, err);
   H5Fclose(f);
   return rc;
 }
@@ -639,12 +653,26 @@ static int cmd_merge(int argc, char **argv) {
   lukv_error err;
   lukv_error_clear(&err);
   int rc = LUKV_OK, all_first = 1;
+  const merge_in *with_precision = NULL; /* the first input carrying the attribute */
   for (int i = 0; i < n && rc == LUKV_OK; i++) {
     rc = lukv_profile_read(in[i].path, &in[i].p, &err);
-    if (rc == LUKV_OK) rc = read_first_sample(in[i].path, &in[i].has_first, &in[i].first, &err);
+    if (rc == LUKV_OK) rc = read_optional_attrs(&in[i], &err);
     if (rc == LUKV_OK && i > 0) rc = check_agree(&in[0], &in[i], &err);
+    /* precision: checked between the files that carry it (older ones do not) */
+    if (rc == LUKV_OK && in[i].precision) {
+      if (!with_precision) with_precision = &in[i];
+      else if (strcmp(with_precision->precision, in[i].precision))
+        rc = lukv_error_set(&err, LUKV_ERR_FORMAT,
+                            "%s: precision is \"%s\" but %s has \"%s\" (bf16 and f32 engines give different "
+                            "profiles: profile every shard with the same engine precision)",
+                            in[i].path, in[i].precision, with_precision->path, with_precision->precision);
+    }
     all_first &= in[i].has_first;
   }
+  /* the merged file keeps precision when every input carries it (all equal by now) */
+  const char *precision = in[0].precision;
+  for (int i = 1; i < n && precision; i++)
+    if (!in[i].precision) precision = NULL;
   if (rc == LUKV_OK && all_first) {
     qsort(in, (size_t)n, sizeof *in, cmp_merge_in);
     for (int i = 1; i < n && rc == LUKV_OK; i++)
@@ -699,8 +727,8 @@ static int cmd_merge(int argc, char **argv) {
         at += (int64_t)ns;
       }
       rc = lukv_profile_write(out_path, &o, &err);
-      if (rc == LUKV_OK && all_first) {
-        rc = write_shard_attrs(out_path, in[0].first, 0, 0, &err);
+      if (rc == LUKV_OK && (all_first || precision)) {
+        rc = write_optional_attrs(out_path, all_first ? in[0].first : -1, 0, 0, precision, &err);
         if (rc != LUKV_OK) remove(out_path);
       }
     }
@@ -709,7 +737,7 @@ static int cmd_merge(int argc, char **argv) {
     printf("# wrote %s: %lld samples from %d profiles (%s order)\n", out_path,
            (long long)o.n_samples, n, all_first ? "first_sample" : "argument");
   lukv_profile_free(&o);
-  for (int i = 0; i < n; i++) lukv_profile_free(&in[i].p);
+  for (int i = 0; i < n; i++) lukv_profile_free(&in[i].p), free(in[i].precision);
   free(in);
   return rc == LUKV_OK ? 0 : lukv_cli_fail(PROG, &err);
 }
@@ -731,12 +759,17 @@ static int cmd_show(int argc, char **argv) {
   lukv_error_clear(&err);
   lukv_profile p;
   memset(&p, 0, sizeof p);
-  if (lukv_profile_read(path, &p, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
+  merge_in opt = {.path = path};
+  if (lukv_profile_read(path, &p, &err) != LUKV_OK || read_optional_attrs(&opt, &err) != LUKV_OK) {
+    lukv_profile_free(&p);
+    return lukv_cli_fail(PROG, &err);
+  }
   int L = p.model.n_layers, H = p.model.n_kv_heads, G1 = p.grid + 1, nsc = p.n_scorers;
   int64_t S = p.n_samples;
-  printf("# %s: model %s (%s), %lld samples, %s mode, context %d + future %d, utility %s\n", path,
+  printf("# %s: model %s (%s), %lld samples, %s mode, context %d + future %d, utility %s, engine %s\n", path,
          p.model.model_name, p.model.model_hash, (long long)S, p.mode, p.context_len, p.future_len,
-         p.utility);
+         p.utility, opt.precision ? opt.precision : "precision not recorded");
+  free(opt.precision);
   printf("# sink %d, window %d, pool %d, grid %d; gap = sum_g (scorer - oracle) / ((G+1) * "
          "utility_total), 0 = as good as the oracle\n",
          p.sink, p.window, p.pool_kernel, p.grid);

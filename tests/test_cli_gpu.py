@@ -14,7 +14,8 @@
   bf16 one measured on cudasim, not the CPU path's 1e-3 (docs/profiling.md "GPU path"):
   utility_total and the oracle curves within 1e-2 of the dataset's largest value,
   the scorer curves within 1e-1. A wrong head, layer or token mapping is off by O(1);
-- shards 1/2 + 2/2 of the CUDA run merge into the whole CUDA run, byte for byte;
+- shards 1/2 + 2/2 of the CUDA run merge into the whole CUDA run, byte for byte; the
+  precision attribute is bf16 for cuda, f32 for cuda-f32, and merge refuses to mix them;
 - lukv-eval: the CUDA run (engine, liblukv CUDA cache, every allocator) against the CPU
   run row for row: same rows, same KV bytes, same accuracy, NLL per token within the
   bf16 tolerance of tests/test_eval_gpu.c (0.15 nats).
@@ -121,6 +122,15 @@ def main():
                 for k in b:
                     check(k in a and np.array_equal(a[k], b[k]),
                           f"merged cuda shards: {k} not byte-for-byte equal to the whole cuda run")
+            # the engines' precision is recorded, and a bf16 profile never merges with an f32 one
+            f32_max = os.path.join(tmp, "cuda-f32-max.h5")
+            with h5py.File(whole, "r") as f, h5py.File(f32_max, "r") as g:
+                check(f.attrs.get("precision") == "bf16" and g.attrs.get("precision") == "f32",
+                      f"precision attributes {f.attrs.get('precision')} (cuda), {g.attrs.get('precision')} (cuda-f32)")
+            mixed = os.path.join(tmp, "mixed.h5")
+            rc, so, se = PROF("merge", whole, f32_max, "-o", mixed)
+            check(rc == 1 and 'precision is "f32" but' in se and not os.path.exists(mixed),
+                  f"merge of cuda and cuda-f32 profiles: exit {rc}: {se.strip()}")
 
         res = {}
         for dev in ("cuda", "cpu"):

@@ -6,7 +6,8 @@
   sum), every curve and utility_total within 1e-3 * max(|ref|) of the dataset;
 - shards 1/2 + 2/2 merged (in either argument order) == the unsharded run,
   byte-for-byte equal arrays; merge refuses a different context_len naming the
-  attribute and both files;
+  attribute and both files, and a different engine precision (files without the
+  optional attribute merge, and the result then has none);
 - bad inputs -> one error line, exit 1 (2 for usage), no output file (nor .tmp);
 - show prints one row per (layer, KV head); generate mode gives a valid profile;
   --dump-tokens writes the ids used.
@@ -116,6 +117,7 @@ def main():
 
         rc, so, se = run("show", full)
         check(rc == 0, f"show: exit {rc}: {se.strip()}")
+        check("engine f32" in so.splitlines()[0], f"show names the engine precision: {so.splitlines()[:1]}")
         body = [l for l in so.splitlines() if l and not l.startswith("#")]
         check(len(body) == 1 + 2 * 2, f"show: header + one row per (layer, head), got {len(body)}")
         pairs = {tuple(map(int, l.split()[:2])) for l in body[1:]}
@@ -157,6 +159,28 @@ def main():
         se = expect_error("merge with another context_len", ["merge", sh[0], other, "-o", bad], bad,
                           needle="context_len is 36 but")
         check(other in se and sh[0] in se, f"merge error names both files: {se.strip()}")
+        # the engine's precision: recorded, kept by merge, never mixed; files without it merge
+        check(h5py.File(sh[0], "r").attrs.get("precision") == "f32", "cpu profile: precision attribute f32")
+        bf16, legacy = os.path.join(tmp, "bf16.h5"), os.path.join(tmp, "legacy.h5")
+        shutil.copy(sh[1], bf16)
+        shutil.copy(sh[1], legacy)
+        with h5py.File(bf16, "a") as f:
+            f.attrs["precision"] = "bf16"
+        with h5py.File(legacy, "a") as f:
+            del f.attrs["precision"]
+        se = expect_error("merge of f32 and bf16 profiles", ["merge", sh[0], bf16, "-o", bad], bad,
+                          needle='precision is "bf16" but')
+        check(sh[0] in se and bf16 in se, f"precision error names both files: {se.strip()}")
+        se = expect_error("merge of f32 and bf16 profiles after one without the attribute",
+                          ["merge", legacy, sh[0], bf16, "-o", bad], bad, needle='precision is "bf16" but')
+        for order, keeps in (([sh[0], sh[1]], True), ([sh[0], legacy], False)):
+            rc, so, se = run("merge", *order, "-o", bad)
+            check(rc == 0, f"merge {order}: exit {rc}: {se.strip()}")
+            if rc == 0:
+                with h5py.File(bad, "r") as f:
+                    got = f.attrs.get("precision")
+                check(got == ("f32" if keeps else None), f"merge {order}: precision {got}")
+                os.remove(bad)
 
         # ---- --random-init: seeded weights and tokens; shards of it merge into the whole run
         cfgj = os.path.join(MODEL, "config.json")
