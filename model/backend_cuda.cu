@@ -595,11 +595,6 @@ int own_attention(cu_state *s, int l, const lukv_fwd_call *call, const void *q, 
 int run_attn_callback(cu_state *s, int l, const lukv_fwd_call *call, const void *q, const void *k, const void *v,
                       void *att, lukv_error *err) {
   const lukv_model_config *c = &s->cfg;
-  if (s->f32) /* the interface hands out bf16 buffers (liblukv's cache is bf16) */
-    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED,
-                          "%s: device: external attention takes bf16 tensors; use the bf16 CUDA backend (cuda), not "
-                          "cuda-f32",
-                          call->where);
   lukv_attn_call ac;
   memset(&ac, 0, sizeof ac);
   ac.layer = l;
@@ -713,6 +708,11 @@ int cu_forward_in(cu_state *s, const lukv_fwd_call *call, lukv_error *err) {
 
 int cu_forward(void *vs, const lukv_fwd_call *call, lukv_error *err) {
   cu_state *s = (cu_state *)vs;
+  if (call->attn && s->f32) /* the interface hands out bf16 buffers (liblukv's cache is bf16) */
+    return lukv_error_set(err, LUKV_ERR_UNSUPPORTED,
+                          "%s: device: external attention takes bf16 tensors; use the bf16 CUDA backend (cuda), not "
+                          "cuda-f32",
+                          call->where);
   dev_scope ds(s->dev);
   if (!ds.ok) return lukv_error_set(err, LUKV_ERR_CUDA, "%s: device: cudaSetDevice(%d) failed", call->where, s->dev);
   int rc = cu_forward_in(s, call, err);
