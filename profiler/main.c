@@ -69,7 +69,7 @@ static const char USAGE[] =
     "                           [floor((I-1)*S/N), floor(I*S/N)); join with merge\n"
     "  --device D               cpu (default) | cuda (bf16 engine, fast) | cuda-f32\n"
     "                           (f32 engine on the GPU: matches the cpu profile\n"
-    "                           to ~1e-5 where bf16 differs by ~1e-2; slower)\n"
+    "                           to ~1e-6 where bf16 differs by up to ~5e-2; slower)\n"
     "  --dump-tokens FILE       write the token ids used, one sample per line\n"
     "  -q, --quiet              no progress line\n"
     "\n"
