@@ -8,7 +8,8 @@
  * only a label), except on a stream being captured, where it is recorded into
  * the graph and runs at each cudaGraphLaunch. Kernels: the blocks of a grid
  * run one after another; the threads of a block are fibers (ucontext) that
- * run in a shuffled order (CUDASIM_SCHEDULE) until each waits at a barrier.
+ * run in a shuffled order (CUDASIM_SCHEDULE) until each waits at a barrier;
+ * warps waiting at a collective go on one at a time (pick_warp).
  *
  * One host thread at a time: this is a test harness, not a runtime. */
 #include "cudasim.h"
@@ -160,6 +161,7 @@ struct block_run {
   std::vector<fiber> f;
   std::vector<warp_slots> w;
   std::vector<int> order;
+  unsigned long long rng = 0; /* SCHED_RANDOM: which waiting warp goes on next */
 #ifdef CUDASIM_FAST_SWITCH
   void *sched_sp = nullptr;
 #else
@@ -275,7 +277,23 @@ void make_order(int n) {
       B.order[i] = B.order[j];
       B.order[j] = t;
     }
+    B.rng = x | 1;
   }
+}
+
+/* Index of the warp to release among the `n` whose every live lane waits at
+ * a warp collective (ready[0..n)): the first (forward), the last (reverse)
+ * or a random one. Releasing one warp at a time lets it run ahead of the
+ * others up to the next __syncthreads, as real warps may: a missing block
+ * barrier between one warp's reads and another warp's writes of the next
+ * phase then shows, which it does not when all warps step from collective to
+ * collective together. */
+int pick_warp(const std::vector<int> &ready) {
+  const int mode = schedule_mode(), n = (int)ready.size();
+  if (mode == SCHED_FORWARD) return ready[0];
+  if (mode == SCHED_REVERSE) return ready[n - 1];
+  B.rng ^= B.rng << 13, B.rng ^= B.rng >> 7, B.rng ^= B.rng << 17;
+  return ready[(int)(B.rng % (unsigned long long)n)];
 }
 
 void run_block(int n) {
@@ -312,6 +330,7 @@ void run_block(int n) {
 #endif
   }
   bool reverse_pass = false;
+  std::vector<int> ready; /* warps whose live lanes all wait at a collective */
   for (;;) {
     /* Alternate the direction of the passes: a thread that reads what another
      * wrote without a barrier between gets the stale value in one of them. */
@@ -320,7 +339,7 @@ void run_block(int n) {
       if (f.st == READY) resume(f);
     }
     reverse_pass = !reverse_pass;
-    bool released = false;
+    ready.clear();
     for (size_t wi = 0; wi < B.w.size(); wi++) {
       const int lo = (int)wi * 32, hi = lo + 32 < n ? lo + 32 : n;
       int alive = 0, waiting = 0;
@@ -328,14 +347,15 @@ void run_block(int n) {
         alive += B.f[i].st != DONE;
         waiting += B.f[i].st == AT_WARP;
       }
-      if (alive > 0 && waiting == alive) {
-        for (int i = lo; i < hi; i++)
-          if (B.f[i].st == AT_WARP) B.f[i].st = READY;
-        B.w[wi].gen++;
-        released = true;
-      }
+      if (alive > 0 && waiting == alive) ready.push_back((int)wi);
     }
-    if (released) continue;
+    if (!ready.empty()) {
+      const int wi = pick_warp(ready), lo = wi * 32, hi = lo + 32 < n ? lo + 32 : n;
+      for (int i = lo; i < hi; i++)
+        if (B.f[i].st == AT_WARP) B.f[i].st = READY;
+      B.w[wi].gen++;
+      continue;
+    }
     int alive = 0, at_block = 0, at_warp = 0;
     for (int i = 0; i < n; i++) {
       alive += B.f[i].st != DONE;

@@ -82,6 +82,36 @@ START_TEST(test_missing_barrier_is_visible) {
 }
 END_TEST
 
+/* A tile loop without the barrier that keeps the next tile's writes after
+ * every warp's reads of this one; a warp collective sits between the reads
+ * and the writes. Warps that stepped from collective to collective together
+ * would hide the race; cudasim lets one warp run ahead to the next
+ * __syncthreads (tests/cudasim/README.md), so a warp reading its neighbour's
+ * slots sees the next tile's values. */
+__global__ void missing_loop_barrier_k(int *stale) {
+  __shared__ int s[128];
+  const int t = threadIdx.x, o = (t + 96) % 128; /* a slot of the previous warp */
+  for (int it = 0; it < 4; it++) {
+    /* __syncthreads() belongs here */
+    s[t] = 1000 * it + t;
+    __syncthreads();
+    const int partner = __shfl_xor_sync(0xffffffffu, t, 1);
+    if (s[o] != 1000 * it + o || partner != (t ^ 1)) atomicAdd(stale, 1);
+    __syncwarp();
+  }
+}
+
+START_TEST(test_missing_loop_barrier_is_visible) {
+  int *stale = dev_alloc<int>(1);
+  cudaMemset(stale, 0, sizeof(int));
+  missing_loop_barrier_k<<<4, 128>>>(stale);
+  int n = 0;
+  cudaMemcpy(&n, stale, sizeof n, cudaMemcpyDeviceToHost);
+  ck_assert_msg(n > 0, "no warp saw the next tile: the warps stepped in lockstep and hid the race");
+  cudaFree(stale);
+}
+END_TEST
+
 /* Half of a warp waits at __syncthreads, the other half at __syncwarp. */
 __global__ void divergent_barrier_k() {
   if (threadIdx.x < 16)
@@ -322,6 +352,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_barrier_reduction);
   tcase_add_test(tc, test_missing_barrier_is_visible);
+  tcase_add_test(tc, test_missing_loop_barrier_is_visible);
   tcase_add_test_raise_signal(tc, test_divergent_barrier_aborts, SIGABRT);
   tcase_add_test(tc, test_shuffle_butterfly);
   tcase_add_test_raise_signal(tc, test_shuffle_from_exited_lane_aborts, SIGABRT);
