@@ -1,8 +1,8 @@
 /* CUDA backend: bf16 weights and activations, f32 accumulation (DESIGN §5);
  * and, as a second backend object from the same code, its f32 variant
  * (lukv_backend_cuda_f32, LUKV_DEVICE_CUDA_F32): everything that is bf16
- * below is f32 there, attention is the split-KV rows kernel (no tensor-core
- * flash in f32), GEMMs are f32 cuBLAS without TF32. It exists for results
+ * below is f32 there, prefill attention is the SIMT f32 flash kernel (decode
+ * the f32 rows kernel), GEMMs are f32 cuBLAS without TF32. It exists for results
  * that must match the f32 CPU reference closely (a profile to 1e-3), at
  * twice the memory and a fraction of the speed.
  *
@@ -572,7 +572,10 @@ int own_attention(cu_state *s, int l, const lukv_fwd_call *call, const void *q, 
   sh.head_dim = c->head_dim;
   sh.window = lukv_config_layer_window(c, l);
   float *lse = (float *)s->lse.p;
-  if (!s->f32 && T > 1 && lukv_cuda_flash_supported(&sh)) {
+  if (s->f32 && T > 1) {
+    CU("attention", lukv_cuda_flash_attention_f32((const float *)q, (const float *)kall, (const float *)vall, &sh,
+                                                  (float *)att, lse, s->st));
+  } else if (!s->f32 && T > 1 && lukv_cuda_flash_supported(&sh)) {
     CU("attention", lukv_cuda_flash_attention((const bf16 *)q, (const bf16 *)kall, (const bf16 *)vall, &sh,
                                               (bf16 *)att, lse, s->st));
   } else {

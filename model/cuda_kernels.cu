@@ -303,6 +303,115 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
   }
 }
 
+/* ---- flash attention in f32 (SIMT) ----------------------------------------------
+ * The f32 backend's prefill: the flash kernel's tiling without tensor cores.
+ * Block: 128 threads, 32 query rows of one head; thread (row r = tid / 4,
+ * sub = tid % 4) scores keys sub, sub + 4, ... of each 32-key tile against
+ * its row, and owns output columns sub, sub + 4, ... in registers. Q, K, V
+ * tiles and the probabilities sit in shared memory with rows padded by one
+ * float (no bank conflicts between the 8 rows of a warp); the four threads
+ * of a row are adjacent lanes, so a row's softmax needs only shuffles and
+ * __syncwarp. Shared memory: (3 x 32 (d + 1) + 32 x 33) x 4 bytes: 54 KiB for
+ * d = 128, 103 KiB for d = 256 (opt-in above 48 KiB). */
+
+const int F32_BQ = 32, F32_BK = 32, F32_THREADS = 128, F32_MAXC = LUKV_CUDA_MAX_HEAD_DIM / 4;
+
+__host__ __device__ inline size_t f32_smem(int d) {
+  return sizeof(float) * (3 * (size_t)F32_BQ * (d + 1) + (size_t)F32_BQ * (F32_BK + 1));
+}
+
+__global__ void __launch_bounds__(F32_THREADS)
+    flash_f32_k(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
+                float *__restrict__ out, float *__restrict__ lse, int T, int S, int Hq, int Hkv, int d, int window,
+                float scale) {
+  extern __shared__ float fsm[];
+  const int ld = d + 1;
+  float *sQ = fsm, *sK = sQ + F32_BQ * ld, *sV = sK + F32_BK * ld, *sP = sV + F32_BK * ld; /* sP [32, 33] */
+  const int nqb = (T + F32_BQ - 1) / F32_BQ;
+  const int qb = nqb - 1 - (int)blockIdx.x; /* the longest (last) tiles start first */
+  const int h = blockIdx.y, g = h / (Hq / Hkv);
+  const int i0 = qb * F32_BQ, nq = min(F32_BQ, T - i0), pos0 = S - T;
+  const size_t qs = (size_t)Hq * d, ks = (size_t)Hkv * d;
+  const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
+  const bool row_ok = r < nq;
+  const int p = pos0 + i0 + r, klo = key_lo(p, window);
+
+  for (int e = threadIdx.x; e < F32_BQ * d; e += blockDim.x) {
+    const int rr = e / d, c = e % d;
+    sQ[rr * ld + c] = rr < nq ? q[(size_t)(i0 + rr) * qs + (size_t)h * d + c] : 0.f;
+  }
+  float acc[F32_MAXC];
+#pragma unroll
+  for (int i = 0; i < F32_MAXC; i++) acc[i] = 0.f;
+  float m = -INFINITY, l = 0.f;
+  const int lo = key_lo(pos0 + i0, window), hi = pos0 + i0 + nq; /* keys any row of the block sees */
+
+  for (int j0 = lo; j0 < hi; j0 += F32_BK) {
+    __syncthreads(); /* everyone is done with the previous K/V tile (and sQ is written) */
+    for (int e = threadIdx.x; e < F32_BK * d; e += blockDim.x) {
+      const int jj = e / d, c = e % d, j = j0 + jj;
+      const bool in = j < hi; /* zero rows past hi: masked, and 0 * garbage could be NaN */
+      sK[jj * ld + c] = in ? k[(size_t)j * ks + (size_t)g * d + c] : 0.f;
+      sV[jj * ld + c] = in ? v[(size_t)j * ks + (size_t)g * d + c] : 0.f;
+    }
+    __syncthreads();
+    /* scores of keys jj = sub + 4 t, t < 8 */
+    float sc[F32_BK / 4];
+#pragma unroll
+    for (int t = 0; t < F32_BK / 4; t++) sc[t] = 0.f;
+    for (int c = 0; c < d; c++) {
+      const float qv = sQ[r * ld + c];
+#pragma unroll
+      for (int t = 0; t < F32_BK / 4; t++) sc[t] += qv * sK[(sub + 4 * t) * ld + c];
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int t = 0; t < F32_BK / 4; t++) {
+      const int j = j0 + sub + 4 * t;
+      const bool vis = row_ok && j >= klo && j <= p;
+      sc[t] = vis ? sc[t] * scale : -INFINITY;
+      mx = fmaxf(mx, sc[t]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m, mx);
+    const float alpha = m == -INFINITY ? 0.f : expf(m - m_new); /* acc and l are 0 while m is -inf */
+    float sum = 0.f;
+#pragma unroll
+    for (int t = 0; t < F32_BK / 4; t++) {
+      const float e = sc[t] == -INFINITY ? 0.f : expf(sc[t] - m_new);
+      sP[r * (F32_BK + 1) + sub + 4 * t] = e;
+      sum += e;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    l = l * alpha + sum;
+    m = m_new;
+    __syncwarp(); /* the row's probabilities, written by its four lanes */
+#pragma unroll
+    for (int i = 0; i < F32_MAXC; i++) acc[i] *= alpha;
+    for (int jj = 0; jj < F32_BK; jj++) {
+      const float pv = sP[r * (F32_BK + 1) + jj];
+#pragma unroll
+      for (int i = 0; i < F32_MAXC; i++) {
+        const int c = sub + 4 * i;
+        if (c < d) acc[i] += pv * sV[jj * ld + c];
+      }
+    }
+    __syncwarp(); /* sP is rewritten by the next tile */
+  }
+  if (row_ok) {
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    float *o = out + (size_t)(i0 + r) * qs + (size_t)h * d;
+#pragma unroll
+    for (int i = 0; i < F32_MAXC; i++) {
+      const int c = sub + 4 * i;
+      if (c < d) o[c] = acc[i] * inv;
+    }
+    if (sub == 0) lse[(size_t)h * T + i0 + r] = l > 0.f ? m + logf(l) : -INFINITY;
+  }
+}
+
 /* ---- split-KV attention, one query row at a time ------------------------------
  * Block (split, KV head g and a sub-group of up to AR_GH of its query heads,
  * row t): the row's visible keys [klo, p] are cut into n_split equal chunks;
@@ -649,6 +758,19 @@ extern "C" cudaError_t lukv_cuda_flash_attention(const lukv_bf16 *q, const lukv_
   flash_fwd_k<<<grid, FA_WARPS * 32, L.total, stream>>>((const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
                                                         (bf16 *)out, lse, s->T, s->S, s->n_heads, s->n_kv_heads,
                                                         s->head_dim, s->window, 1.0f / sqrtf((float)s->head_dim));
+  return launched();
+}
+
+extern "C" cudaError_t lukv_cuda_flash_attention_f32(const float *q, const float *k, const float *v,
+                                                     const lukv_attn_shape *s, float *out, float *lse,
+                                                     cudaStream_t stream) {
+  if (!shape_ok(s)) return cudaErrorInvalidValue;
+  const size_t smem = f32_smem(s->head_dim);
+  cudaError_t e = cudaFuncSetAttribute(flash_f32_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  const dim3 grid((unsigned)((s->T + F32_BQ - 1) / F32_BQ), (unsigned)s->n_heads);
+  flash_f32_k<<<grid, F32_THREADS, smem, stream>>>(q, k, v, out, lse, s->T, s->S, s->n_heads, s->n_kv_heads,
+                                                   s->head_dim, s->window, 1.0f / sqrtf((float)s->head_dim));
   return launched();
 }
 

@@ -19,7 +19,8 @@
  *   lukv_cuda_linear       lukv_cpu_linear (cuBLAS, bf16 in, f32 accumulate;
  *                          _f32: f32 in, CUBLAS_COMPUTE_32F, never TF32)
  *   lukv_cuda_flash_attention, lukv_cuda_attention_rows
- *                          lukv_cpu_attention (out in bf16, lse in f32)
+ *                          lukv_cpu_attention (out in bf16, lse in f32;
+ *                          lukv_cuda_flash_attention_f32 and _rows_f32: f32)
  */
 #ifndef LUKV_CUDA_KERNELS_H
 #define LUKV_CUDA_KERNELS_H
@@ -114,6 +115,13 @@ int lukv_cuda_flash_supported(const lukv_attn_shape *s);
 cudaError_t lukv_cuda_flash_attention(const lukv_bf16 *q, const lukv_bf16 *k, const lukv_bf16 *v,
                                       const lukv_attn_shape *s, lukv_bf16 *out, float *lse, cudaStream_t stream);
 
+/* The f32 backend's prefill attention: the same tiling on f32 q, k, v and out
+ * with SIMT FMAs (32 query rows x 32-key tiles of one head per block, K/V
+ * tiles shared by the block's rows; no tensor cores, no rounding below f32).
+ * Any head_dim lukv_cuda_attention_rows takes; no alignment needed. */
+cudaError_t lukv_cuda_flash_attention_f32(const float *q, const float *k, const float *v, const lukv_attn_shape *s,
+                                          float *out, float *lse, cudaStream_t stream);
+
 /* Split-KV attention, one query row at a time: the decode step (T = 1 against
  * a long cache: the keys are split over many blocks, partial softmax states
  * merged by a second kernel) and the fallback for head dims the flash kernel
@@ -124,8 +132,8 @@ size_t lukv_cuda_attention_rows_ws(const lukv_attn_shape *s);
 cudaError_t lukv_cuda_attention_rows(const lukv_bf16 *q, const lukv_bf16 *k, const lukv_bf16 *v,
                                      const lukv_attn_shape *s, lukv_bf16 *out, float *lse, void *ws,
                                      size_t ws_bytes, cudaStream_t stream);
-/* The same over f32 q, k, v and out (the f32 backend's prefill and decode:
- * f32 has no tensor-core flash kernel here). Same workspace size. */
+/* The same over f32 q, k, v and out (the f32 backend's decode). Same
+ * workspace size. */
 cudaError_t lukv_cuda_attention_rows_f32(const float *q, const float *k, const float *v, const lukv_attn_shape *s,
                                          float *out, float *lse, void *ws, size_t ws_bytes, cudaStream_t stream);
 

@@ -29,9 +29,9 @@
 
 /* LUKV_DEVICE_CUDA_F32 is a way to open a model, not a device of its own: the
  * CUDA backend with f32 weights, activations and KV cache instead of bf16
- * (cuBLAS f32 GEMMs without TF32, attention on the split-KV kernel). It
+ * (cuBLAS f32 GEMMs without TF32, attention on SIMT f32 kernels). It
  * matches the f32 CPU reference to f32 rounding where bf16 deviates by
- * ~1e-2, at twice the memory and far lower speed: for calibration profiles
+ * ~1e-2, at twice the memory and without tensor cores: for calibration profiles
  * that must agree with the reference to 1e-3. A model opened so reports
  * LUKV_DEVICE_CUDA (lukv_model_device, the tap) and does not take
  * lukv_model_decode_external (LUKV_ERR_UNSUPPORTED). */

@@ -504,6 +504,31 @@ START_TEST(rows_attention_decode) {
 }
 END_TEST
 
+/* The SIMT f32 flash kernel against the CPU on the f32 values of every
+ * shape of the flash list (d need not be a multiple of 16 here). */
+START_TEST(flash_attention_f32) {
+  attn_case a;
+  attn_case_make(attn_shapes[_i], 1100 + (uint64_t)_i, &a);
+  const lukv_attn_shape *s = &a.sh;
+  const size_t nl = (size_t)s->T * s->n_heads;
+  float *dq = dup_to_dev(a.qf, 4 * a.nq), *dk = dup_to_dev(a.kf, 4 * a.nk), *dv = dup_to_dev(a.vf, 4 * a.nk);
+  float *dout = dalloc(4 * a.nq), *o = malloc(4 * a.nq), *lse = malloc(4 * nl);
+  CUDA_OK(cudaMemset(dout, 0xff, 4 * a.nq));
+  CUDA_OK(lukv_cuda_flash_attention_f32(dq, dk, dv, s, dout, a.dlse, 0));
+  to_host(o, dout, 4 * a.nq);
+  to_host(lse, a.dlse, 4 * nl);
+  char what[160];
+  snprintf(what, sizeof what, "flash f32 T %d S %d Hq %d Hkv %d d %d window %d: out", s->T, s->S, s->n_heads,
+           s->n_kv_heads, s->head_dim, s->window);
+  expect_close(what, o, a.ref_o, a.nq, 1e-5, 1e-4);
+  snprintf(what + strlen(what) - 3, 4, "lse");
+  expect_close(what, lse, a.ref_lse, nl, 1e-5, 1e-5);
+  cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
+  free(o), free(lse);
+  attn_case_free(&a);
+}
+END_TEST
+
 /* The f32 rows kernel on every shape of both lists. */
 START_TEST(rows_attention_f32) {
   attn_case a;
@@ -538,6 +563,7 @@ START_TEST(attention_bad_args) {
   big.head_dim = 512;
   ck_assert_int_eq(lukv_cuda_attention_rows_ws(&big), 0);
   ck_assert_int_eq(lukv_cuda_attention_rows(buf, buf, buf, &big, buf, buf, buf, 1 << 16, 0), cudaErrorInvalidValue);
+  ck_assert_int_eq(lukv_cuda_flash_attention_f32(buf, buf, buf, &big, buf, buf, 0), cudaErrorInvalidValue);
   lukv_attn_shape gqa_bad = odd;
   gqa_bad.n_heads = 3, gqa_bad.n_kv_heads = 2;
   ck_assert_int_eq(lukv_cuda_attention_rows(buf, buf, buf, &gqa_bad, buf, buf, buf, 1 << 16, 0),
@@ -972,6 +998,7 @@ static Suite *gpu_suite(void) {
       {"flash_attention", flash_attention, N_ATTN, 0},
       {"rows_attention", rows_attention, N_ATTN, 0},
       {"rows_attention_decode", rows_attention_decode, N_ROWS, 0},
+      {"flash_attention_f32", flash_attention_f32, N_ATTN, 0},
       {"rows_attention_f32", rows_attention_f32, N_ATTN + N_ROWS, 0},
       {"attention_bad_args", attention_bad_args, 0, 0},
       {"golden_logits", golden_logits, N_GOLDEN, 0},
