@@ -504,53 +504,40 @@ START_TEST(rows_attention_decode) {
 }
 END_TEST
 
-/* The SIMT f32 flash kernel against the CPU on the f32 values of every
- * shape of the flash list (d need not be a multiple of 16 here). */
-START_TEST(flash_attention_f32) {
+/* An f32 kernel (the SIMT flash one, or the rows one when `rows`) against
+ * the CPU on the f32 values of the case. */
+static void check_attention_f32(const int *shape, uint64_t seed, int rows) {
   attn_case a;
-  attn_case_make(attn_shapes[_i], 1100 + (uint64_t)_i, &a);
-  const lukv_attn_shape *s = &a.sh;
-  const size_t nl = (size_t)s->T * s->n_heads;
-  float *dq = dup_to_dev(a.qf, 4 * a.nq), *dk = dup_to_dev(a.kf, 4 * a.nk), *dv = dup_to_dev(a.vf, 4 * a.nk);
-  float *dout = dalloc(4 * a.nq), *o = malloc(4 * a.nq), *lse = malloc(4 * nl);
-  CUDA_OK(cudaMemset(dout, 0xff, 4 * a.nq));
-  CUDA_OK(lukv_cuda_flash_attention_f32(dq, dk, dv, s, dout, a.dlse, 0));
-  to_host(o, dout, 4 * a.nq);
-  to_host(lse, a.dlse, 4 * nl);
-  char what[160];
-  snprintf(what, sizeof what, "flash f32 T %d S %d Hq %d Hkv %d d %d window %d: out", s->T, s->S, s->n_heads,
-           s->n_kv_heads, s->head_dim, s->window);
-  expect_close(what, o, a.ref_o, a.nq, 1e-5, 1e-4);
-  snprintf(what + strlen(what) - 3, 4, "lse");
-  expect_close(what, lse, a.ref_lse, nl, 1e-5, 1e-5);
-  cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
-  free(o), free(lse);
-  attn_case_free(&a);
-}
-END_TEST
-
-/* The f32 rows kernel on every shape of both lists. */
-START_TEST(rows_attention_f32) {
-  attn_case a;
-  attn_case_make(_i < N_ATTN ? attn_shapes[_i] : rows_shapes[_i - N_ATTN], 1000 + (uint64_t)_i, &a);
+  attn_case_make(shape, seed, &a);
   const lukv_attn_shape *s = &a.sh;
   const size_t nl = (size_t)s->T * s->n_heads, ws = lukv_cuda_attention_rows_ws(s);
   float *dq = dup_to_dev(a.qf, 4 * a.nq), *dk = dup_to_dev(a.kf, 4 * a.nk), *dv = dup_to_dev(a.vf, 4 * a.nk);
   float *dout = dalloc(4 * a.nq), *o = malloc(4 * a.nq), *lse = malloc(4 * nl);
-  void *dws = dalloc(ws);
+  void *dws = rows ? dalloc(ws) : NULL;
   CUDA_OK(cudaMemset(dout, 0xff, 4 * a.nq));
-  CUDA_OK(lukv_cuda_attention_rows_f32(dq, dk, dv, s, dout, a.dlse, dws, ws, 0));
+  if (rows) CUDA_OK(lukv_cuda_attention_rows_f32(dq, dk, dv, s, dout, a.dlse, dws, ws, 0));
+  else CUDA_OK(lukv_cuda_flash_attention_f32(dq, dk, dv, s, dout, a.dlse, 0));
   to_host(o, dout, 4 * a.nq);
   to_host(lse, a.dlse, 4 * nl);
   char what[160];
-  snprintf(what, sizeof what, "rows f32 T %d S %d Hq %d Hkv %d d %d window %d: out", s->T, s->S, s->n_heads,
-           s->n_kv_heads, s->head_dim, s->window);
+  snprintf(what, sizeof what, "%s f32 T %d S %d Hq %d Hkv %d d %d window %d: out", rows ? "rows" : "flash", s->T,
+           s->S, s->n_heads, s->n_kv_heads, s->head_dim, s->window);
   expect_close(what, o, a.ref_o, a.nq, 1e-5, 1e-4);
   snprintf(what + strlen(what) - 3, 4, "lse");
   expect_close(what, lse, a.ref_lse, nl, 1e-5, 1e-5);
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dws);
   free(o), free(lse);
   attn_case_free(&a);
+}
+
+/* The SIMT f32 flash kernel on every shape of the flash list (d need not be
+ * a multiple of 16 here). */
+START_TEST(flash_attention_f32) { check_attention_f32(attn_shapes[_i], 1100 + (uint64_t)_i, 0); }
+END_TEST
+
+/* The f32 rows kernel on every shape of both lists. */
+START_TEST(rows_attention_f32) {
+  check_attention_f32(_i < N_ATTN ? attn_shapes[_i] : rows_shapes[_i - N_ATTN], 1000 + (uint64_t)_i, 1);
 }
 END_TEST
 
