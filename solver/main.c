@@ -3,6 +3,7 @@
  *   lukv-solve PROFILE -o BUDGETS [options]   solve and write budgets.h5
  *   lukv-solve show BUDGETS [--ratio R]       per-layer x head keep table
  *   lukv-solve export BUDGETS --npy OUT.npy   kvpress prune-ratio array
+ *   lukv-solve evaluate BUDGETS PROFILE       a table's loss on other samples
  *
  * Exit status: 0 success, 1 bad input or failure (one line on stderr naming
  * the file, the object and the problem), 2 usage error.
@@ -27,6 +28,7 @@ static const char USAGE[] =
     "usage: " PROG " PROFILE -o BUDGETS [options]\n"
     "       " PROG " show BUDGETS [--ratio R]\n"
     "       " PROG " export BUDGETS --npy OUT.npy\n"
+    "       " PROG " evaluate BUDGETS PROFILE [--samples FROM:TO] [--ratios LIST]\n"
     "\n"
     "Allocates a KV-cache budget to every (layer, KV head) from the loss curves of a\n"
     "profile (lukv-profile): lower convex hulls + one greedy pass for every ratio,\n"
@@ -43,6 +45,8 @@ static const char USAGE[] =
     "  --time-limit SECONDS     per GLPK call (default 60)\n"
     "  --folds K                K-fold held-out loss of both aggregations (K >= 2)\n"
     "  --pyramid-beta B         PyramidKV schedule parameter (default 20)\n"
+    "  --samples FROM:TO        calibrate on the profile's samples FROM..TO-1 only\n"
+    "                           (0-based; FROM: or :TO leave that end open)\n"
     "  -q, --quiet              no progress line\n"
     "\n"
     "show options:\n"
@@ -50,6 +54,11 @@ static const char USAGE[] =
     "\n"
     "export options:\n"
     "  --npy FILE               write float32 [99, L, H] = 1 - keep for ratios 0.01..0.99\n"
+    "\n"
+    "evaluate: the table's loss on PROFILE's curves (e.g. held-out calibration samples)\n"
+    "against the best table for those curves (the greedy solved on them), uniform and\n"
+    "PyramidKV budgets. Options: --samples FROM:TO, --ratios LIST (rows of the table;\n"
+    "default all), --pyramid-beta B.\n"
     "\n"
     "  -h, --help               this text\n"
     "  --version                print the version\n";
@@ -109,6 +118,43 @@ static int parse_ratios(const char *spec, double *out, int cap, char *bad, size_
   return m;
 }
 
+/* "FROM:TO", "FROM:" or ":TO" (0-based, TO exclusive) -> from, to; an open
+ * end is -1. Returns -1 on a syntax error. */
+static int parse_sample_range(const char *spec, int64_t *from, int64_t *to) {
+  const char *colon = strchr(spec, ':');
+  if (!colon || strchr(colon + 1, ':')) return -1;
+  int64_t v[2] = {-1, -1};
+  const char *part[2] = {spec, colon + 1};
+  size_t len[2] = {(size_t)(colon - spec), strlen(colon + 1)};
+  for (int i = 0; i < 2; i++) {
+    if (len[i] == 0) continue;
+    if (len[i] > 18) return -1;
+    int64_t x = 0;
+    for (size_t j = 0; j < len[i]; j++) {
+      if (part[i][j] < '0' || part[i][j] > '9') return -1;
+      x = x * 10 + (part[i][j] - '0');
+    }
+    v[i] = x;
+  }
+  if (v[0] >= 0 && v[1] >= 0 && v[1] <= v[0]) return -1;
+  *from = v[0];
+  *to = v[1];
+  return 0;
+}
+
+/* Narrows a profile read from path to the samples of --samples; fills the
+ * range actually used. Returns a CLI exit status (0 when done). */
+static int select_samples(const char *path, lukv_profile *prof, int64_t from, int64_t to) {
+  int64_t a = from < 0 ? 0 : from, b = to < 0 ? prof->n_samples : to;
+  if (a == 0 && b == prof->n_samples) return 0;
+  lukv_error err, named;
+  lukv_error_clear(&err);
+  lukv_error_clear(&named);
+  if (lukv_profile_slice(prof, a, b, &err) == LUKV_OK) return 0;
+  lukv_error_set(&named, err.status, "%s: /curves: %s", path, err.msg);
+  return lukv_cli_fail(PROG, &named);
+}
+
 static void on_progress(void *user, const char *stage, int done, int total) {
   lukv_progress_update((lukv_progress *)user, stage, done, total);
 }
@@ -162,7 +208,7 @@ static void print_table(const lukv_budgets *b, const lukv_solve_opts *o) {
       printf("  (budget below every head at g_min: all heads at g_min)");
       notes++;
     }
-    if (!infeasible && exact_status && exact_status[r] != 0.0) {
+    if (!infeasible && exact_status && !isnan(exact_status[r]) && exact_status[r] != 0.0) {
       int st = (int)exact_status[r];
       printf("  (exact: %s", lukv_strerror(st));
       if (mip_gap && !isnan(mip_gap[r])) printf(", MIP gap %.3g%%", 100.0 * mip_gap[r]);
@@ -189,6 +235,7 @@ static int cmd_solve(int argc, char **argv) {
   lukv_solve_opts o;
   lukv_solve_opts_default(&o);
   int quiet = 0;
+  int64_t s_from = -1, s_to = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
@@ -248,6 +295,10 @@ static int cmd_solve(int argc, char **argv) {
       NEED_VALUE();
       if (parse_double(v, &o.pyramid_beta) || !(o.pyramid_beta >= 1))
         return lukv_cli_usage(PROG, "--pyramid-beta needs a number >= 1, not '%s'", v);
+    } else if (!strcmp(a, "--samples")) {
+      NEED_VALUE();
+      if (parse_sample_range(v, &s_from, &s_to))
+        return lukv_cli_usage(PROG, "cannot parse --samples '%s' (FROM:TO, FROM: or :TO, 0-based)", v);
     } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
       quiet = 1;
     } else if (a[0] == '-' && a[1]) {
@@ -267,6 +318,12 @@ static int cmd_solve(int argc, char **argv) {
   lukv_profile prof;
   memset(&prof, 0, sizeof prof);
   if (lukv_profile_read(profile_path, &prof, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
+  const int64_t s_total = prof.n_samples;
+  int rc = select_samples(profile_path, &prof, s_from, s_to);
+  if (rc) {
+    lukv_profile_free(&prof);
+    return rc;
+  }
   if (!lukv_profile_curves(&prof, o.scorer)) {
     char avail[1024] = "";
     size_t n = 0;
@@ -287,6 +344,7 @@ static int cmd_solve(int argc, char **argv) {
   memset(&b, 0, sizeof b);
   int st = lukv_solve(&prof, &o, &b, &err);
   lukv_progress_end(&prog);
+  const int64_t s_used = prof.n_samples;
   lukv_profile_free(&prof);
   if (st != LUKV_OK) {
     /* The solver does not know the file name: add it so the line names the file. */
@@ -301,6 +359,11 @@ static int cmd_solve(int argc, char **argv) {
     return lukv_cli_fail(PROG, &err);
   }
   print_table(&b, &o);
+  if (s_used != s_total) {
+    const int64_t a = s_from < 0 ? 0 : s_from;
+    printf("# calibrated on samples %lld:%lld of the profile's %lld\n", (long long)a, (long long)(a + s_used),
+           (long long)s_total);
+  }
   printf("# wrote %s (%lld ratios); see: " PROG " show %s --ratio 0.8\n", out_path,
          (long long)b.n_ratios, out_path);
   lukv_budgets_free(&b);
@@ -414,6 +477,121 @@ static int cmd_export(int argc, char **argv) {
   return st == LUKV_OK ? 0 : lukv_cli_fail(PROG, &err);
 }
 
+/* evaluate BUDGETS PROFILE: how a table calibrated on some samples does on
+ * others, against the best table for those others. */
+static int cmd_evaluate(int argc, char **argv) {
+  const char *paths[2] = {NULL, NULL};
+  int n_paths = 0;
+  static double ratios[MAX_RATIOS];
+  int n_ratios = 0;
+  double beta = 20.0;
+  int64_t s_from = -1, s_to = -1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
+    int takes_value = !strcmp(a, "--samples") || !strcmp(a, "--ratios") || !strcmp(a, "--pyramid-beta");
+    if (takes_value && !v) return lukv_cli_usage(PROG, "option %s needs a value", a);
+    if (!strcmp(a, "--samples")) {
+      if (parse_sample_range(v, &s_from, &s_to))
+        return lukv_cli_usage(PROG, "cannot parse --samples '%s' (FROM:TO, FROM: or :TO, 0-based)", v);
+    } else if (!strcmp(a, "--ratios")) {
+      char bad[64] = "";
+      n_ratios = parse_ratios(v, ratios, MAX_RATIOS, bad, sizeof bad);
+      if (n_ratios == -2) return lukv_cli_usage(PROG, "cannot parse --ratios '%s' (0.5,0.8 or FROM:TO:STEP)", v);
+      if (n_ratios == -1) {
+        fprintf(stderr, PROG ": error: --ratios: ratio %s is outside (0, 1)\n", bad);
+        return 1;
+      }
+    } else if (!strcmp(a, "--pyramid-beta")) {
+      if (parse_double(v, &beta) || !(beta >= 1))
+        return lukv_cli_usage(PROG, "--pyramid-beta needs a number >= 1, not '%s'", v);
+    } else if (a[0] == '-' && a[1]) {
+      return lukv_cli_usage(PROG, "unknown option '%s'", a);
+    } else if (n_paths < 2) {
+      paths[n_paths++] = a;
+      continue;
+    } else {
+      return lukv_cli_usage(PROG, "unexpected argument '%s'", a);
+    }
+    i++;
+  }
+  if (n_paths < 2) return lukv_cli_usage(PROG, "%s", "evaluate: needs BUDGETS and PROFILE");
+  const char *bpath = paths[0], *ppath = paths[1];
+
+  lukv_error err;
+  lukv_error_clear(&err);
+  lukv_budgets b;
+  lukv_profile prof;
+  memset(&b, 0, sizeof b);
+  memset(&prof, 0, sizeof prof);
+  lukv_eval_row *rows = NULL;
+  int rc = 0;
+  if (lukv_budgets_read(bpath, &b, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
+  if (lukv_profile_read(ppath, &prof, &err) != LUKV_OK) {
+    rc = lukv_cli_fail(PROG, &err);
+    goto done;
+  }
+  const int64_t s_total = prof.n_samples, s_first = s_from < 0 ? 0 : s_from;
+  rc = select_samples(ppath, &prof, s_from, s_to);
+  if (rc) goto done;
+  for (int i = 0; i < n_ratios; i++)
+    if (lukv_budgets_find_ratio(&b, ratios[i]) < 0) {
+      lukv_error_set(&err, LUKV_ERR_NOTFOUND, "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)",
+                     bpath, ratios[i], (long long)b.n_ratios, b.compression[0], b.compression[b.n_ratios - 1]);
+      rc = lukv_cli_fail(PROG, &err);
+      goto done;
+    }
+  rows = malloc(sizeof *rows * (size_t)b.n_ratios);
+  if (!rows) {
+    lukv_error_set(&err, LUKV_ERR_NOMEM, "%s: out of memory", bpath);
+    rc = lukv_cli_fail(PROG, &err);
+    goto done;
+  }
+  if (lukv_evaluate_table(&prof, &b, beta, rows, &err) != LUKV_OK) {
+    lukv_error named;
+    lukv_error_clear(&named);
+    lukv_error_set(&named, err.status, "%s: %s: %s", bpath, ppath, err.msg);
+    rc = lukv_cli_fail(PROG, &named);
+    goto done;
+  }
+  int32_t T = prof.sample_context_len[0];
+  for (int64_t s = 1; s < prof.n_samples; s++)
+    if (prof.sample_context_len[s] < T) T = prof.sample_context_len[s];
+  printf("# table %s: %s, scorer %s, aggregation %s (calibrated at T = %d)\n", bpath, b.model.model_name,
+         b.scorer, b.aggregation, b.context_len);
+  printf("# read on %s: samples %lld:%lld of %lld, T = %d, mean %s curves\n", ppath, (long long)s_first,
+         (long long)(s_first + prof.n_samples), (long long)s_total, T, b.scorer);
+  printf("# losses: utility not kept, summed over heads; best = the greedy solved on these samples;\n"
+         "# regret = (table - best) / best; lost = table / all utility; keep diff = mean |keep - keep(best)|\n");
+  printf("%6s %12s %12s %9s %12s %12s %8s %10s\n", "ratio", "table", "best", "regret %", "uniform",
+         "pyramid", "lost %", "keep diff");
+  for (int64_t r = 0; r < b.n_ratios; r++) {
+    int wanted = n_ratios == 0;
+    for (int i = 0; i < n_ratios && !wanted; i++) wanted = fabs(ratios[i] - b.compression[r]) <= 1e-6;
+    if (!wanted) continue;
+    const lukv_eval_row *w = &rows[r];
+    printf("%6.3g", w->compression);
+    print_loss(w->table);
+    print_loss(w->best);
+    if (w->best > 0)
+      printf(" %9.3f", 100.0 * (w->table - w->best) / w->best);
+    else
+      printf(" %9s", w->table == w->best ? "0" : "inf");
+    print_loss(w->uniform);
+    print_loss(w->pyramid);
+    if (w->total > 0)
+      printf(" %8.3f", 100.0 * w->table / w->total);
+    else
+      printf(" %8s", "-");
+    printf(" %9.2f%%\n", 100.0 * w->keep_l1);
+  }
+done:
+  free(rows);
+  lukv_profile_free(&prof);
+  lukv_budgets_free(&b);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(USAGE, stderr);
@@ -434,5 +612,6 @@ int main(int argc, char **argv) {
     }
   if (!strcmp(argv[1], "show")) return cmd_show(argc - 1, argv + 1);
   if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "evaluate")) return cmd_evaluate(argc - 1, argv + 1);
   return cmd_solve(argc, argv);
 }

@@ -369,3 +369,104 @@ fail:
   lukv_solve_work_free(&w);
   return rc;
 }
+
+int lukv_profile_slice(lukv_profile *p, int64_t from, int64_t to, lukv_error *err) {
+  if (!p) return lukv_error_set(err, LUKV_ERR_INVALID, "slice: NULL profile");
+  if (from < 0 || to > p->n_samples || from >= to)
+    return lukv_error_set(err, LUKV_ERR_RANGE, "samples %lld:%lld: the profile has samples 0:%lld",
+                          (long long)from, (long long)to, (long long)p->n_samples);
+  const size_t heads = (size_t)p->model.n_layers * (size_t)p->model.n_kv_heads;
+  const size_t per = heads * ((size_t)p->grid + 1), n = (size_t)(to - from);
+  /* Every array is sample-major, so the kept block moves to the front. */
+  for (int i = 0; i < p->n_scorers; i++)
+    memmove(p->curves[i], p->curves[i] + (size_t)from * per, n * per * sizeof(float));
+  memmove(p->oracle, p->oracle + (size_t)from * per, n * per * sizeof(float));
+  memmove(p->utility_total, p->utility_total + (size_t)from * heads, n * heads * sizeof(float));
+  memmove(p->sample_context_len, p->sample_context_len + from, n * sizeof(int32_t));
+  p->n_samples = (int64_t)n;
+  return LUKV_OK;
+}
+
+/* Why a table cannot be read on a profile's curves, or LUKV_OK. */
+static int lukv_evaluate_check(const lukv_profile *p, const lukv_budgets *b, lukv_error *err) {
+  const lukv_model_id *pm = &p->model, *bm = &b->model;
+  if (pm->model_hash && bm->model_hash && strcmp(pm->model_hash, bm->model_hash))
+    return lukv_error_set(err, LUKV_ERR_INVALID,
+                          "model_hash: the table is for %s (%.12s...), the profile for %s (%.12s...)",
+                          bm->model_name ? bm->model_name : "?", bm->model_hash,
+                          pm->model_name ? pm->model_name : "?", pm->model_hash);
+#define LUKV_SAME(field, what)                                                                       \
+  if (b->field != p->field)                                                                          \
+    return lukv_error_set(err, LUKV_ERR_SHAPE, "%s is %lld but the profile's is %lld", what,      \
+                          (long long)b->field, (long long)p->field);
+  LUKV_SAME(model.n_layers, "n_layers")
+  LUKV_SAME(model.n_kv_heads, "n_kv_heads")
+  LUKV_SAME(grid, "grid")
+  LUKV_SAME(sink, "sink")
+  LUKV_SAME(window, "window")
+#undef LUKV_SAME
+  if (!lukv_profile_curves(p, b->scorer)) return lukv_unknown_scorer(p, b->scorer, err);
+  return LUKV_OK;
+}
+
+int lukv_evaluate_table(const lukv_profile *p, const lukv_budgets *b, double pyramid_beta,
+                        lukv_eval_row *rows, lukv_error *err) {
+  if (!p || !b || !rows) return lukv_error_set(err, LUKV_ERR_INVALID, "evaluate: NULL argument");
+  int rc = lukv_evaluate_check(p, b, err);
+  if (rc != LUKV_OK) return rc;
+  if (!(pyramid_beta > 0.0) || !isfinite(pyramid_beta))
+    return lukv_error_set(err, LUKV_ERR_RANGE, "PyramidKV beta %g must be positive", pyramid_beta);
+  const int L = p->model.n_layers, H = p->model.n_kv_heads, G = p->grid, n = L * H;
+  const int64_t R = b->n_ratios, S = p->n_samples;
+  if (R < 1 || S < 1) return lukv_error_set(err, LUKV_ERR_INVALID, "evaluate: empty table or profile");
+  int32_t T = p->sample_context_len[0];
+  for (int64_t s = 1; s < S; s++)
+    if (p->sample_context_len[s] < T) T = p->sample_context_len[s];
+  const int g_min = lukv_min_keep_index(G, p->sink, p->window, T);
+
+  double *mean = malloc(sizeof(double) * (size_t)n * ((size_t)G + 1));
+  double *g = malloc(sizeof(double) * (size_t)n);
+  int64_t *budgets = malloc(sizeof(int64_t) * (size_t)R);
+  int32_t *alloc = malloc(sizeof(int32_t) * (size_t)R * (size_t)n), *tmp = malloc(sizeof(int32_t) * (size_t)n);
+  lukv_alloc_info *info = malloc(sizeof(lukv_alloc_info) * (size_t)R);
+  if (!mean || !g || !budgets || !alloc || !tmp || !info) {
+    rc = lukv_error_set(err, LUKV_ERR_NOMEM, "evaluate: out of memory (%d heads, G=%d, %lld ratios)", n, G,
+                        (long long)R);
+    goto done;
+  }
+  lukv_curves_mean(lukv_profile_curves(p, b->scorer), S, L, H, G, NULL, S, mean);
+  lukv_curve_set cs = {L, H, G, mean};
+  /* The best table for these curves: the greedy solved on them (budgets ascending). */
+  for (int64_t r = 0; r < R; r++) budgets[R - 1 - r] = lukv_budget_units(b->compression[r], G, n);
+  rc = lukv_greedy_solve(&cs, g_min, budgets, (int)R, alloc, info, err);
+  if (rc != LUKV_OK) goto done;
+  for (int64_t r = 0; r < R; r++) {
+    const int64_t k = R - 1 - r, B = budgets[k];
+    const float *keep = b->keep_fraction + (size_t)r * n;
+    const int32_t *best = alloc + (size_t)k * n;
+    lukv_eval_row *row = &rows[r];
+    double l1 = 0.0, total = 0.0;
+    for (int h = 0; h < n; h++) {
+      g[h] = (double)keep[h] * G;
+      l1 += fabs((double)keep[h] - (double)best[h] / G);
+      total += mean[(size_t)h * (G + 1)];
+    }
+    row->compression = b->compression[r];
+    row->table = lukv_alloc_loss_frac(&cs, g);
+    row->best = info[k].loss;
+    row->keep_l1 = l1 / n;
+    row->total = total;
+    row->uniform = row->pyramid = NAN;
+    if (lukv_alloc_uniform(L, H, G, g_min, B, tmp) == LUKV_OK) row->uniform = lukv_alloc_loss(&cs, tmp);
+    int prc = lukv_alloc_pyramid(L, H, G, g_min, B, pyramid_beta, tmp);
+    if (prc == LUKV_ERR_NOMEM) {
+      rc = lukv_error_set(err, prc, "evaluate: out of memory (pyramid)");
+      goto done;
+    }
+    if (prc == LUKV_OK) row->pyramid = lukv_alloc_loss(&cs, tmp);
+  }
+  rc = LUKV_OK;
+done:
+  free(mean), free(g), free(budgets), free(alloc), free(tmp), free(info);
+  return rc;
+}

@@ -149,4 +149,30 @@ void lukv_solve_opts_default(lukv_solve_opts *o);
 int lukv_solve(const lukv_profile *p, const lukv_solve_opts *o, lukv_budgets *out,
                lukv_error *err);
 
+/* ---- tables on other samples --------------------------------------------- */
+
+/* Keeps samples [from, to) of a profile, in place (0 <= from < to <= S):
+ * to calibrate on part of a profile and evaluate on the rest. */
+int lukv_profile_slice(lukv_profile *p, int64_t from, int64_t to, lukv_error *err);
+
+/* One ratio of a table read on a profile's curves (mean-curve aggregation of
+ * the table's scorer over all of the profile's samples). Losses are summed
+ * over heads, as in /report. */
+typedef struct lukv_eval_row {
+  double compression; /* rho of the table's row */
+  double table;       /* loss of the table's keep fractions (interpolated on the grid) */
+  double best;        /* loss of the greedy solved on these curves at the same budget:
+                         what a table calibrated on these very samples gets */
+  double uniform;     /* the baselines at that budget on these curves (NaN if not defined) */
+  double pyramid;
+  double total;       /* loss of keeping nothing: all the mid tokens' utility */
+  double keep_l1;     /* mean over heads of |keep(table) - keep(best)|, fraction of the context */
+} lukv_eval_row;
+
+/* Reads table b on profile p. Refused (nothing written) when the model hash
+ * (if both carry one), n_layers, n_kv_heads, grid, sink or window differ, or
+ * when p lacks b's scorer. rows [b->n_ratios]. */
+int lukv_evaluate_table(const lukv_profile *p, const lukv_budgets *b, double pyramid_beta,
+                        lukv_eval_row *rows, lukv_error *err);
+
 #endif

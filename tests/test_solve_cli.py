@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """lukv-solve as a user meets it: a good run and its invariants, show, export,
-plots, and every bad input -> one error line naming the file and the object,
+plots, calibration on part of the samples and `evaluate` on the rest, and every bad input -> one error line naming the file and the object,
 exit 1 (2 for usage), and no output file (not even NAME.tmp).
 
 Run by meson as: /usr/bin/python3 test_solve_cli.py PATH/TO/lukv-solve
@@ -47,6 +47,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lukv-cli-")
     try:
         good(tmp)
+        samples_and_evaluate(tmp)
         bad(tmp)
     finally:
         shutil.rmtree(tmp)
@@ -125,6 +126,143 @@ def good(tmp):
                   f"lukv-plot {args[0]}: {p.stderr}")
     except ImportError:
         print("matplotlib missing: plot checks skipped")
+
+
+def table_rows(stdout):
+    """evaluate's rows as {ratio: [table, best, regret, uniform, pyramid, lost, keep diff]}."""
+    rows = {}
+    for line in stdout.splitlines():
+        if not line.strip() or line.startswith("#") or line.lstrip().startswith("ratio"):
+            continue
+        f = line.split()
+        rows[float(f[0])] = [float(x.rstrip("%")) for x in f[1:]]
+    return rows
+
+
+def samples_and_evaluate(tmp):
+    """--samples calibrates on a block of the profile's samples; evaluate reads a
+    table on other samples. Checked against a profile cut by h5py and numpy."""
+    ratios = "0.3,0.5,0.8,0.9"
+    solve = ["-q", "--exact", "none", "--ratios", ratios]
+
+    def cut(a, b):
+        def edit(f):
+            for key in ["curves/" + k for k in f["curves"]] + ["utility_total", "sample_context_len"]:
+                data = f[key][()][a:b]
+                del f[key]
+                f[key] = data
+        return variant(tmp, f"cut-{a}-{b}", edit)
+
+    def arrays(path):
+        with h5py.File(path, "r") as f:
+            return {k: f[k][()] for k in ("keep_fraction", "report/greedy", "report/uniform", "report/pyramid")}
+
+    # --samples FROM:TO is the same solve as a profile holding only those samples.
+    t_part = os.path.join(tmp, "t-part.h5")
+    rc, so, se = run(PROFILE, "-o", t_part, "--samples", "4:10", *solve)
+    check(rc == 0 and "samples 4:10 of the profile's 12" in so, f"solve --samples 4:10: exit {rc}: {se}")
+    t_cut = os.path.join(tmp, "t-cut.h5")
+    rc, so, se = run(cut(4, 10), "-o", t_cut, *solve)
+    check(rc == 0, f"solve cut profile: exit {rc}: {se}")
+    a, b = arrays(t_part), arrays(t_cut)
+    check(all(np.array_equal(a[k], b[k]) for k in a), "--samples 4:10 equals the profile cut to samples 4..9")
+    for spec, same in (("8:", "8:12"), (":4", "0:4"), ("0:", None)):
+        o1, o2 = os.path.join(tmp, "s1.h5"), os.path.join(tmp, "s2.h5")
+        rc1, _, se1 = run(PROFILE, "-o", o1, "--samples", spec, *solve)
+        rc2, _, se2 = run(PROFILE, "-o", o2, *(["--samples", same] if same else []), *solve)
+        check(rc1 == 0 and rc2 == 0, f"--samples {spec}: {se1}{se2}")
+        if rc1 == 0 and rc2 == 0:
+            a, b = arrays(o1), arrays(o2)
+            check(all(np.array_equal(a[k], b[k]) for k in a), f"--samples {spec} equals {same or 'all'}")
+
+    # In sample, a table is the best table for its own curves.
+    t06 = os.path.join(tmp, "t-0-6.h5")
+    rc, so, se = run(PROFILE, "-o", t06, "--samples", "0:6", *solve)
+    check(rc == 0, f"solve 0:6: exit {rc}: {se}")
+    rc, so, se = run("evaluate", t06, PROFILE, "--samples", "0:6")
+    rows = table_rows(so)
+    check(rc == 0 and sorted(rows) == [0.3, 0.5, 0.8, 0.9], f"evaluate in sample: exit {rc}: {se}{so}")
+    greedy = arrays(t06)["report/greedy"]
+    for i, r in enumerate(sorted(rows)):
+        t, best, regret, _, _, _, diff = rows[r]
+        check(regret == 0 and diff == 0 and np.isclose(t, greedy[i], rtol=1e-5) and np.isclose(t, best, rtol=1e-5),
+              f"in sample at {r}: table {t}, best {best}, greedy {greedy[i]}, keep diff {diff}")
+
+    # Out of sample: the table's loss on samples 6..11 (numpy), and the best
+    # table for them = solve --samples 6:12.
+    rc, so, se = run("evaluate", t06, PROFILE, "--samples", "6:")
+    rows = table_rows(so)
+    check(rc == 0 and "samples 6:12 of 12" in so, f"evaluate 6: exit {rc}: {se}")
+    t612 = os.path.join(tmp, "t-6-12.h5")
+    rc, _, se = run(PROFILE, "-o", t612, "--samples", "6:12", *solve)
+    other = arrays(t612)
+    with h5py.File(PROFILE, "r") as f:
+        G = int(f.attrs["grid"])
+        mean = f["curves/snapkv"][()][6:12].astype(np.float64).mean(axis=0).reshape(-1, G + 1)
+    keep = arrays(t06)["keep_fraction"].reshape(4, -1).astype(np.float64)
+    worse = 0
+    for i, r in enumerate(sorted(rows)):
+        t, best, regret, uni, pyr, lost, diff = rows[r]
+        want = sum(np.interp(k * G, np.arange(G + 1), c) for k, c in zip(keep[i], mean))
+        check(np.isclose(t, want, rtol=2e-5), f"held-out loss at {r}: printed {t}, numpy {want}")
+        check(np.isclose(best, other["report/greedy"][i], rtol=2e-5), f"best at {r} = solve 6:12's greedy")
+        check(np.isclose(uni, other["report/uniform"][i], rtol=2e-5) and
+              np.isclose(pyr, other["report/pyramid"][i], rtol=2e-5), f"baselines at {r}")
+        check(t >= best * (1 - 1e-5), f"no table beats the greedy on its own curves ({r}: {t} < {best})")
+        check(np.isclose(lost, 100 * t / mean[:, 0].sum(), rtol=1e-3), f"lost % at {r}")
+        worse += t > best
+    check(worse > 0, "samples 0..5 and 6..11 differ: some ratio has a positive regret")
+    rc, so, se = run("evaluate", t06, PROFILE, "--ratios", "0.8")
+    check(rc == 0 and sorted(table_rows(so)) == [0.8], f"evaluate --ratios 0.8: exit {rc}: {se}")
+
+    # Bad input: one line naming the files and the object.
+    expect_error("samples beyond the profile", [PROFILE, "-o", os.path.join(tmp, "x.h5"), "--samples", "10:20"],
+                 1, [PROFILE, "samples 10:20", "0:12"], os.path.join(tmp, "x.h5"))
+    for spec in ("5:3", "a:b", "7", "1:2:3", "-1:4"):
+        expect_error(f"--samples {spec}", [PROFILE, "-o", os.path.join(tmp, "x.h5"), "--samples", spec],
+                     2, ["--samples"], os.path.join(tmp, "x.h5"))
+    other_model = variant(tmp, "other-model", lambda f: f.attrs.__setitem__("model_hash", "f" * 64))
+    expect_error("evaluate on another model", ["evaluate", t06, other_model], 1, [t06, other_model, "model_hash"])
+    other_sink = variant(tmp, "other-sink", lambda f: f.attrs.__setitem__("sink", 8))
+    expect_error("evaluate on another sink", ["evaluate", t06, other_sink], 1, [other_sink, "sink is 4", "8"])
+    kd = os.path.join(tmp, "t-kd.h5")
+    run(PROFILE, "-o", kd, "--scorer", "keydiff", *solve)
+    no_kd = variant(tmp, "no-keydiff", lambda f: f.__delitem__("curves/keydiff"))
+    expect_error("evaluate without the table's scorer", ["evaluate", kd, no_kd], 1, [no_kd, "keydiff"])
+    expect_error("evaluate a ratio not in the table", ["evaluate", t06, PROFILE, "--ratios", "0.7"], 1,
+                 [t06, "/compression", "0.7"])
+    expect_error("evaluate samples beyond", ["evaluate", t06, PROFILE, "--samples", "3:13"], 1,
+                 [PROFILE, "3:13"])
+    expect_error("evaluate one file", ["evaluate", t06], 2, ["BUDGETS and PROFILE"])
+    expect_error("evaluate a profile as table", ["evaluate", PROFILE, PROFILE], 1, [PROFILE, "format"])
+
+    # tools/lukv-samples: one table per block of S calibration samples, read on the held-out half.
+    tool = os.path.join(SRC, "tools", "lukv-samples")
+
+    def samples_tool(*args):
+        p = subprocess.run([sys.executable, tool, *args, "--solve", SOLVE], capture_output=True, text=True)
+        return p.returncode, p.stdout, p.stderr
+
+    rc, so, se = samples_tool(PROFILE, "--ratios", "0.5,0.8")
+    rows = [l.split() for l in so.splitlines() if l and not l.startswith("#") and not l.lstrip().startswith("S ")]
+    check(rc == 0 and [r[:2] for r in rows] == [["1", "6"], ["2", "3"], ["4", "1"], ["6", "1"], ["uni", "-"]],
+          f"lukv-samples: exit {rc}: {se}{so}")
+    rc2, so2, _ = run("evaluate", t06, PROFILE, "--samples", "6:12", "--ratios", "0.5,0.8")
+    ev = table_rows(so2)
+    if rc == 0 and rc2 == 0 and len(rows) == 5:
+        # The S = 6 row is the table of samples 0..5 read on 6..11: regret mean = worst = evaluate's.
+        full = rows[3]
+        check(float(full[2]) == float(full[4]) and abs(float(full[2]) - ev[0.5][2]) < 0.006 and
+              abs(float(full[6]) - ev[0.8][2]) < 0.006, f"lukv-samples S=6 {full} vs evaluate {ev}")
+        uni = 100 * (ev[0.8][3] - ev[0.8][1]) / ev[0.8][1]
+        check(abs(float(rows[4][3]) - uni) < 0.006, f"lukv-samples uniform regret {rows[4]} vs {uni:.2f}")
+    for name, args, words in (("calib beyond", ["--calib", "0:20"], ["--calib 0:20", "0:12"]),
+                              ("overlap", ["--calib", "0:8", "--test", "6:12"], [PROFILE, "overlap"]),
+                              ("size too large", ["--sizes", "1,9"], ["--sizes", "1..6"])):
+        rc, so, se = samples_tool(PROFILE, *args)
+        lines = se.strip().splitlines()
+        check(rc == 1 and len(lines) == 1 and lines[0].startswith("lukv-samples: error: ") and
+              all(w in se for w in words), f"lukv-samples {name}: exit {rc}: {se!r}")
 
 
 def bad(tmp):

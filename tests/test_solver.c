@@ -799,6 +799,79 @@ START_TEST(test_solve_errors) {
 }
 END_TEST
 
+START_TEST(test_slice_and_evaluate) {
+  /* Calibrate on samples 0..3, read on 4..8: the table's held-out loss
+   * equals the loss of its keep fractions on the mean of those samples'
+   * curves, and in sample the table is the best table. */
+  test_profile tp, held;
+  make_profile(&tp, 3, 2, 32, 9, 41);
+  make_profile(&held, 3, 2, 32, 9, 41);
+  lukv_error e;
+  lukv_error_clear(&e);
+  ck_assert_int_eq(lukv_profile_slice(&tp.p, 0, 4, &e), LUKV_OK);
+  ck_assert_int_eq(lukv_profile_slice(&held.p, 4, 9, &e), LUKV_OK);
+  ck_assert_int_eq(tp.p.n_samples, 4);
+  ck_assert_int_eq(held.p.n_samples, 5);
+  test_profile full;
+  make_profile(&full, 3, 2, 32, 9, 41);
+  const size_t per = 3 * 2 * 33;
+  ck_assert(!memcmp(held.p.curves[0], full.p.curves[0] + 4 * per, 5 * per * sizeof(float)));
+  ck_assert(!memcmp(held.p.oracle, full.p.oracle + 4 * per, 5 * per * sizeof(float)));
+  ck_assert_int_eq(held.p.sample_context_len[0], full.p.sample_context_len[4]);
+
+  lukv_solve_opts o;
+  lukv_solve_opts_default(&o);
+  o.ratios = solve_ratios;
+  o.n_ratios = 6;
+  o.exact = LUKV_EXACT_NONE;
+  lukv_budgets b;
+  memset(&b, 0, sizeof b);
+  ck_assert_msg(lukv_solve(&tp.p, &o, &b, &e) == LUKV_OK, "%s", e.msg);
+  lukv_eval_row in[6], out[6];
+  ck_assert_msg(lukv_evaluate_table(&tp.p, &b, 20.0, in, &e) == LUKV_OK, "%s", e.msg);
+  ck_assert_msg(lukv_evaluate_table(&held.p, &b, 20.0, out, &e) == LUKV_OK, "%s", e.msg);
+  double mean[3 * 2 * 33], g[6];
+  lukv_curves_mean(held.p.curves[0], 5, 3, 2, 32, NULL, 5, mean);
+  lukv_curve_set cs = {3, 2, 32, mean};
+  for (int r = 0; r < 6; r++) {
+    ck_assert(close_rel(in[r].table, b.report_greedy[r], 1e-12));
+    ck_assert(close_rel(in[r].best, b.report_greedy[r], 1e-12));
+    ck_assert_double_eq(in[r].keep_l1, 0.0);
+    for (int h = 0; h < 6; h++) g[h] = b.keep_fraction[r * 6 + h] * 32.0;
+    ck_assert(close_rel(out[r].table, lukv_alloc_loss_frac(&cs, g), 1e-12));
+    ck_assert(out[r].table >= out[r].best - 1e-12);
+    double total = 0.0;
+    for (int h = 0; h < 6; h++) total += mean[h * 33];
+    ck_assert(close_rel(out[r].total, total, 1e-12));
+  }
+
+  /* Refusals leave everything as it was. */
+  ck_assert_int_eq(lukv_profile_slice(&held.p, 3, 3, NULL), LUKV_ERR_RANGE);
+  ck_assert_int_eq(lukv_profile_slice(&held.p, -1, 2, NULL), LUKV_ERR_RANGE);
+  ck_assert_int_eq(lukv_profile_slice(&held.p, 0, 6, NULL), LUKV_ERR_RANGE);
+  ck_assert_int_eq(lukv_profile_slice(NULL, 0, 1, NULL), LUKV_ERR_INVALID);
+  ck_assert_int_eq(held.p.n_samples, 5);
+  ck_assert_int_eq(lukv_evaluate_table(NULL, &b, 20.0, out, NULL), LUKV_ERR_INVALID);
+  ck_assert_int_eq(lukv_evaluate_table(&held.p, &b, 0.0, out, NULL), LUKV_ERR_RANGE);
+  held.p.window = 16;
+  lukv_error_clear(&e);
+  ck_assert_int_eq(lukv_evaluate_table(&held.p, &b, 20.0, out, &e), LUKV_ERR_SHAPE);
+  ck_assert_str_eq(e.msg, "window is 8 but the profile's is 16");
+  held.p.window = 8;
+  held.p.model.model_hash = "def456";
+  lukv_error_clear(&e);
+  ck_assert_int_eq(lukv_evaluate_table(&held.p, &b, 20.0, out, &e), LUKV_ERR_INVALID);
+  ck_assert_ptr_nonnull(strstr(e.msg, "model_hash"));
+  held.p.model.model_hash = "abc123";
+  free(b.scorer);
+  b.scorer = strdup("h2o");
+  lukv_error_clear(&e);
+  ck_assert_int_eq(lukv_evaluate_table(&held.p, &b, 20.0, out, &e), LUKV_ERR_NOTFOUND);
+  lukv_budgets_free(&b);
+  free_profile(&tp), free_profile(&held), free_profile(&full);
+}
+END_TEST
+
 START_TEST(test_curves_mean) {
   const float c[] = {1, 2, 3, /* s1 */ 3, 4, 5, /* s2 */ 5, 6, 10};
   double out[3];
@@ -835,6 +908,7 @@ static Suite *solver_suite(void) {
   tcase_add_test(t, test_solve_end_to_end);
   tcase_add_test(t, test_solve_records_failures);
   tcase_add_test(t, test_solve_errors);
+  tcase_add_test(t, test_slice_and_evaluate);
   suite_add_tcase(s, t);
   return s;
 }
