@@ -161,6 +161,7 @@ def samples_and_evaluate(tmp):
     t_part = os.path.join(tmp, "t-part.h5")
     rc, so, se = run(PROFILE, "-o", t_part, "--samples", "4:10", *solve)
     check(rc == 0 and "samples 4:10 of the profile's 12" in so, f"solve --samples 4:10: exit {rc}: {se}")
+    check("note" not in so and "exact:" not in so, f"--exact none: no exact-status notes: {so}")
     t_cut = os.path.join(tmp, "t-cut.h5")
     rc, so, se = run(cut(4, 10), "-o", t_cut, *solve)
     check(rc == 0, f"solve cut profile: exit {rc}: {se}")
