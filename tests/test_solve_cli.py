@@ -257,6 +257,13 @@ def samples_and_evaluate(tmp):
               abs(float(full[6]) - ev[0.8][2]) < 0.006, f"lukv-samples S=6 {full} vs evaluate {ev}")
         uni = 100 * (ev[0.8][3] - ev[0.8][1]) / ev[0.8][1]
         check(abs(float(rows[4][3]) - uni) < 0.006, f"lukv-samples uniform regret {rows[4]} vs {uni:.2f}")
+    try:
+        import matplotlib  # noqa: F401
+        png = os.path.join(tmp, "samples.png")
+        rc, so, se = samples_tool(PROFILE, "--sizes", "1,3", "--plot", png)
+        check(rc == 0 and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n", f"lukv-samples --plot: {se}")
+    except ImportError:
+        print("matplotlib missing: lukv-samples --plot skipped")
     for name, args, words in (("calib beyond", ["--calib", "0:20"], ["--calib 0:20", "0:12"]),
                               ("overlap", ["--calib", "0:8", "--test", "6:12"], [PROFILE, "overlap"]),
                               ("size too large", ["--sizes", "1,9"], ["--sizes", "1..6"])):
