@@ -118,6 +118,20 @@ static int parse_ratios(const char *spec, double *out, int cap, char *bad, size_
   return m;
 }
 
+/* --ratios VALUE into ratios[MAX_RATIOS] and *n. Returns 0, or the CLI exit
+ * status after printing the error (2 syntax, 1 a ratio outside (0, 1)). */
+static int ratios_option(const char *v, double *ratios, int *n) {
+  char bad[64] = "";
+  int k = parse_ratios(v, ratios, MAX_RATIOS, bad, sizeof bad);
+  if (k == -2) return lukv_cli_usage(PROG, "cannot parse --ratios '%s' (0.5,0.8 or FROM:TO:STEP)", v);
+  if (k == -1) {
+    fprintf(stderr, PROG ": error: --ratios: ratio %s is outside (0, 1)\n", bad);
+    return 1;
+  }
+  *n = k;
+  return 0;
+}
+
 /* "FROM:TO", "FROM:" or ":TO" (0-based, TO exclusive) -> from, to; an open
  * end is -1. Returns -1 on a syntax error. */
 static int parse_sample_range(const char *spec, int64_t *from, int64_t *to) {
@@ -260,15 +274,9 @@ static int cmd_solve(int argc, char **argv) {
         return lukv_cli_usage(PROG, "unknown aggregation '%s' (mean-curve or mean-of-solutions)", v);
     } else if (!strcmp(a, "--ratios")) {
       NEED_VALUE();
-      char bad[64] = "";
-      int n = parse_ratios(v, ratios, MAX_RATIOS, bad, sizeof bad);
-      if (n == -2) return lukv_cli_usage(PROG, "cannot parse --ratios '%s' (0.5,0.8 or FROM:TO:STEP)", v);
-      if (n == -1) {
-        fprintf(stderr, PROG ": error: --ratios: ratio %s is outside (0, 1)\n", bad);
-        return 1;
-      }
+      int rc = ratios_option(v, ratios, &o.n_ratios);
+      if (rc) return rc;
       o.ratios = ratios;
-      o.n_ratios = n;
     } else if (!strcmp(a, "--exact")) {
       NEED_VALUE();
       if (!strcmp(v, "dp"))
@@ -495,13 +503,8 @@ static int cmd_evaluate(int argc, char **argv) {
       if (parse_sample_range(v, &s_from, &s_to))
         return lukv_cli_usage(PROG, "cannot parse --samples '%s' (FROM:TO, FROM: or :TO, 0-based)", v);
     } else if (!strcmp(a, "--ratios")) {
-      char bad[64] = "";
-      n_ratios = parse_ratios(v, ratios, MAX_RATIOS, bad, sizeof bad);
-      if (n_ratios == -2) return lukv_cli_usage(PROG, "cannot parse --ratios '%s' (0.5,0.8 or FROM:TO:STEP)", v);
-      if (n_ratios == -1) {
-        fprintf(stderr, PROG ": error: --ratios: ratio %s is outside (0, 1)\n", bad);
-        return 1;
-      }
+      int rc = ratios_option(v, ratios, &n_ratios);
+      if (rc) return rc;
     } else if (!strcmp(a, "--pyramid-beta")) {
       if (parse_double(v, &beta) || !(beta >= 1))
         return lukv_cli_usage(PROG, "--pyramid-beta needs a number >= 1, not '%s'", v);

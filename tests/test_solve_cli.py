@@ -235,6 +235,9 @@ def samples_and_evaluate(tmp):
     expect_error("evaluate samples beyond", ["evaluate", t06, PROFILE, "--samples", "3:13"], 1,
                  [PROFILE, "3:13"])
     expect_error("evaluate one file", ["evaluate", t06], 2, ["BUDGETS and PROFILE"])
+    expect_error("evaluate ratio 1.5", ["evaluate", t06, PROFILE, "--ratios", "1.5"], 1, ["1.5", "outside (0, 1)"])
+    expect_error("evaluate bad ratios", ["evaluate", t06, PROFILE, "--ratios", "x"], 2, ["--ratios"])
+    expect_error("evaluate unknown option", ["evaluate", t06, PROFILE, "--exact", "dp"], 2, ["--exact"])
     expect_error("evaluate a profile as table", ["evaluate", PROFILE, PROFILE], 1, [PROFILE, "format"])
 
     # tools/lukv-samples: one table per block of S calibration samples, read on the held-out half.
