@@ -193,6 +193,15 @@ int lukv_budgets_read(const char *path, lukv_budgets *out, lukv_error *err) {
                                   err)) ||
       (rc = lukv_h5_read_attr_i32(f, path, "context_len", 1, INT32_MAX, &b.context_len, err)))
     goto fail;
+  if (H5Aexists(f, "calibration_samples") > 0) {
+    if ((rc = lukv_h5_read_attr_int(f, path, "calibration_samples", &b.calibration_samples, err)))
+      goto fail;
+    if (b.calibration_samples < 1) {
+      rc = lukv_error_set(err, LUKV_ERR_RANGE, "%s: calibration_samples: %lld but must be >= 1", path,
+                          (long long)b.calibration_samples);
+      goto fail;
+    }
+  }
   if ((rc = lukv_h5_read_dataset(f, path, "/compression", H5T_FLOAT, H5T_NATIVE_FLOAT, 1, NULL, dr,
                                  &buf, err)))
     goto fail;
@@ -265,6 +274,8 @@ int lukv_budgets_write(const char *path, const lukv_budgets *b, lukv_error *err)
       (rc = lukv_h5_write_attr_int(f, path, "grid", b->grid, err)) ||
       (rc = lukv_h5_write_attr_int(f, path, "min_keep_index", b->min_keep_index, err)) ||
       (rc = lukv_h5_write_attr_int(f, path, "context_len", b->context_len, err)) ||
+      (b->calibration_samples > 0 &&
+       (rc = lukv_h5_write_attr_int(f, path, "calibration_samples", b->calibration_samples, err))) ||
       (rc = lukv_h5_write_dataset(f, path, "/compression", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dr,
                                   b->compression, err)) ||
       (rc = lukv_h5_write_dataset(f, path, "/keep_fraction", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3,

@@ -95,6 +95,8 @@ typedef struct lukv_budgets {
   int32_t grid;           /* G */
   int32_t min_keep_index; /* g_min */
   int32_t context_len;    /* shortest T in the profile (defines g_min) */
+  int64_t calibration_samples; /* optional attribute: the profile samples the table was
+                                  solved on (>= 1); 0 = not recorded (older files) */
   int64_t n_ratios;       /* R */
   float *compression;     /* [R] rho, strictly increasing in (0, 1) */
   float *keep_fraction;   /* [R, L, H] in [0, 1] */

@@ -422,8 +422,10 @@ static int cmd_show(int argc, char **argv) {
   int L = b.model.n_layers, H = b.model.n_kv_heads;
   const float *keep = b.keep_fraction + (size_t)r * (size_t)L * (size_t)H;
   printf("# %s: keep %% of the context per (layer, KV head) at compression %g\n", path, rho);
-  printf("# model %s, scorer %s, aggregation %s, solver %s\n", b.model.model_name, b.scorer,
-         b.aggregation, b.solver);
+  printf("# model %s, scorer %s, aggregation %s, solver %s", b.model.model_name, b.scorer, b.aggregation,
+         b.solver);
+  if (b.calibration_samples > 0) printf(", calibrated on %lld samples", (long long)b.calibration_samples);
+  printf("\n");
   printf("%5s", "layer");
   for (int h = 0; h < H; h++) printf("  h%-4d", h);
   printf("   mean\n");
@@ -560,8 +562,10 @@ static int cmd_evaluate(int argc, char **argv) {
   int32_t T = prof.sample_context_len[0];
   for (int64_t s = 1; s < prof.n_samples; s++)
     if (prof.sample_context_len[s] < T) T = prof.sample_context_len[s];
-  printf("# table %s: %s, scorer %s, aggregation %s (calibrated at T = %d)\n", bpath, b.model.model_name,
+  printf("# table %s: %s, scorer %s, aggregation %s (calibrated at T = %d", bpath, b.model.model_name,
          b.scorer, b.aggregation, b.context_len);
+  if (b.calibration_samples > 0) printf(" on %lld samples", (long long)b.calibration_samples);
+  printf(")\n");
   printf("# read on %s: samples %lld:%lld of %lld, T = %d, mean %s curves\n", ppath, (long long)s_first,
          (long long)(s_first + prof.n_samples), (long long)s_total, T, b.scorer);
   printf("# losses: utility not kept, summed over heads; best = the greedy solved on these samples;\n"

@@ -336,6 +336,7 @@ int lukv_solve(const lukv_profile *p, const lukv_solve_opts *o, lukv_budgets *ou
   out->grid = G;
   out->min_keep_index = g_min;
   out->context_len = T;
+  out->calibration_samples = S;
   out->n_ratios = R;
   out->compression = w.compression, w.compression = NULL;
   out->keep_fraction = w.keep, w.keep = NULL;

@@ -1053,6 +1053,21 @@ START_TEST(budgets_roundtrip) {
   ck_assert_int_eq(lukv_budgets_find_ratio(&r, 0.8000004), 3);
   ck_assert_int_eq(lukv_budgets_find_ratio(&r, 0.5), -1);
   ck_assert_int_eq(lukv_budgets_find_ratio(NULL, 0.4), -1);
+  /* calibration_samples is optional: absent reads as 0, present round-trips, < 1 is refused. */
+  ck_assert_int_eq(r.calibration_samples, 0);
+  lukv_budgets_free(&r);
+  b.calibration_samples = 17;
+  ck_assert_int_eq(lukv_budgets_write(path, &b, &err), LUKV_OK);
+  ck_assert_int_eq(lukv_budgets_read(path, &r, &err), LUKV_OK);
+  ck_assert_int_eq(r.calibration_samples, 17);
+  lukv_budgets_free(&r);
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  ck_assert(f >= 0);
+  ck_assert(H5Adelete(f, "calibration_samples") >= 0);
+  ck_assert_int_eq(lukv_h5_write_attr_int(f, path, "calibration_samples", 0, &err), LUKV_OK);
+  H5Fclose(f);
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_budgets_read(path, &r, &err), LUKV_ERR_RANGE, path, "calibration_samples", NULL);
   lukv_budgets_free(&b);
   lukv_budgets_free(&r);
   lukv_budgets_free(&r);

@@ -165,6 +165,8 @@ def samples_and_evaluate(tmp):
     t_cut = os.path.join(tmp, "t-cut.h5")
     rc, so, se = run(cut(4, 10), "-o", t_cut, *solve)
     check(rc == 0, f"solve cut profile: exit {rc}: {se}")
+    with h5py.File(t_part, "r") as f:
+        check(int(f.attrs["calibration_samples"]) == 6, "budgets record calibration_samples = 6")
     a, b = arrays(t_part), arrays(t_cut)
     check(all(np.array_equal(a[k], b[k]) for k in a), "--samples 4:10 equals the profile cut to samples 4..9")
     for spec, same in (("8:", "8:12"), (":4", "0:4"), ("0:", None)):
