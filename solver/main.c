@@ -399,6 +399,12 @@ static int parse_file_and_option(int argc, char **argv, const char *option, cons
   return 0;
 }
 
+/* The error for a ratio a budgets table lacks. */
+static void ratio_not_in_table(lukv_error *err, const char *path, const lukv_budgets *b, double rho) {
+  lukv_error_set(err, LUKV_ERR_NOTFOUND,
+                 "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)", path, rho, (long long)b->n_ratios, b->compression[0], b->compression[b->n_ratios - 1]);
+}
+
 static int cmd_show(int argc, char **argv) {
   const char *path, *ratio_arg = NULL;
   double rho = 0.8;
@@ -413,9 +419,7 @@ static int cmd_show(int argc, char **argv) {
   if (lukv_budgets_read(path, &b, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   int64_t r = lukv_budgets_find_ratio(&b, rho);
   if (r < 0) {
-    lukv_error_set(&err, LUKV_ERR_NOTFOUND,
-                   "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)", path,
-                   rho, (long long)b.n_ratios, b.compression[0], b.compression[b.n_ratios - 1]);
+    ratio_not_in_table(&err, path, &b, rho);
     lukv_budgets_free(&b);
     return lukv_cli_fail(PROG, &err);
   }
@@ -541,8 +545,7 @@ static int cmd_evaluate(int argc, char **argv) {
   if (rc) goto done;
   for (int i = 0; i < n_ratios; i++)
     if (lukv_budgets_find_ratio(&b, ratios[i]) < 0) {
-      lukv_error_set(&err, LUKV_ERR_NOTFOUND, "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)",
-                     bpath, ratios[i], (long long)b.n_ratios, b.compression[0], b.compression[b.n_ratios - 1]);
+      ratio_not_in_table(&err, bpath, &b, ratios[i]);
       rc = lukv_cli_fail(PROG, &err);
       goto done;
     }
@@ -569,7 +572,8 @@ static int cmd_evaluate(int argc, char **argv) {
   printf("# read on %s: samples %lld:%lld of %lld, T = %d, mean %s curves\n", ppath, (long long)s_first,
          (long long)(s_first + prof.n_samples), (long long)s_total, T, b.scorer);
   printf("# losses: utility not kept, summed over heads; best = the greedy solved on these samples;\n"
-         "# regret = (table - best) / best; lost = table / all utility; keep diff = mean |keep - keep(best)|\n");
+         "# regret = (table - best) / best; lost = table / all utility;\n"
+         "# keep diff = mean |keep - keep(best)|\n");
   printf("%6s %12s %12s %9s %12s %12s %8s %10s\n", "ratio", "table", "best", "regret %", "uniform",
          "pyramid", "lost %", "keep diff");
   for (int64_t r = 0; r < b.n_ratios; r++) {

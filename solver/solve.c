@@ -428,7 +428,8 @@ int lukv_evaluate_table(const lukv_profile *p, const lukv_budgets *b, double pyr
   double *mean = malloc(sizeof(double) * (size_t)n * ((size_t)G + 1));
   double *g = malloc(sizeof(double) * (size_t)n);
   int64_t *budgets = malloc(sizeof(int64_t) * (size_t)R);
-  int32_t *alloc = malloc(sizeof(int32_t) * (size_t)R * (size_t)n), *tmp = malloc(sizeof(int32_t) * (size_t)n);
+  int32_t *alloc = malloc(sizeof(int32_t) * (size_t)R * (size_t)n);
+  int32_t *tmp = malloc(sizeof(int32_t) * (size_t)n);
   lukv_alloc_info *info = malloc(sizeof(lukv_alloc_info) * (size_t)R);
   if (!mean || !g || !budgets || !alloc || !tmp || !info) {
     rc = lukv_error_set(err, LUKV_ERR_NOMEM, "evaluate: out of memory (%d heads, G=%d, %lld ratios)", n, G,
