@@ -402,7 +402,8 @@ static int parse_file_and_option(int argc, char **argv, const char *option, cons
 /* The error for a ratio a budgets table lacks. */
 static void ratio_not_in_table(lukv_error *err, const char *path, const lukv_budgets *b, double rho) {
   lukv_error_set(err, LUKV_ERR_NOTFOUND,
-                 "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)", path, rho, (long long)b->n_ratios, b->compression[0], b->compression[b->n_ratios - 1]);
+                 "%s: /compression: ratio %g is not in the table (%lld ratios, %g to %g)", path, rho,
+                 (long long)b->n_ratios, b->compression[0], b->compression[b->n_ratios - 1]);
 }
 
 static int cmd_show(int argc, char **argv) {
