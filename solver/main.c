@@ -156,8 +156,8 @@ static int parse_sample_range(const char *spec, int64_t *from, int64_t *to) {
   return 0;
 }
 
-/* Narrows a profile read from path to the samples of --samples; fills the
- * range actually used. Returns a CLI exit status (0 when done). */
+/* Narrows a profile read from path to the samples of --samples (an open end
+ * is -1). Returns a CLI exit status: 0 when done, else the error is printed. */
 static int select_samples(const char *path, lukv_profile *prof, int64_t from, int64_t to) {
   int64_t a = from < 0 ? 0 : from, b = to < 0 ? prof->n_samples : to;
   if (a == 0 && b == prof->n_samples) return 0;
@@ -563,9 +563,7 @@ static int cmd_evaluate(int argc, char **argv) {
     rc = lukv_cli_fail(PROG, &named);
     goto done;
   }
-  int32_t T = prof.sample_context_len[0];
-  for (int64_t s = 1; s < prof.n_samples; s++)
-    if (prof.sample_context_len[s] < T) T = prof.sample_context_len[s];
+  const int32_t T = lukv_profile_min_context(&prof);
   printf("# table %s: %s, scorer %s, aggregation %s (calibrated at T = %d", bpath, b.model.model_name,
          b.scorer, b.aggregation, b.context_len);
   if (b.calibration_samples > 0) printf(" on %lld samples", (long long)b.calibration_samples);

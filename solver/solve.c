@@ -35,6 +35,13 @@ void lukv_solve_opts_default(lukv_solve_opts *o) {
   o->dp_mem_limit = 0;
 }
 
+int32_t lukv_profile_min_context(const lukv_profile *p) {
+  int32_t T = p->sample_context_len[0];
+  for (int64_t s = 1; s < p->n_samples; s++)
+    if (p->sample_context_len[s] < T) T = p->sample_context_len[s];
+  return T;
+}
+
 /* samples == NULL picks samples 0..n_pick-1; indices outside [0, S) are
  * skipped (the mean is over the valid ones; all zeros if none). */
 void lukv_curves_mean(const float *curves, int64_t n_samples, int n_layers, int n_kv_heads, int grid,
@@ -147,9 +154,7 @@ int lukv_solve(const lukv_profile *p, const lukv_solve_opts *o, lukv_budgets *ou
   const int R = o->n_ratios, K = o->folds;
   const int64_t S = p->n_samples;
   const size_t per = (size_t)n * ((size_t)G + 1), rn = (size_t)R * n;
-  int32_t T = p->sample_context_len[0];
-  for (int64_t s = 1; s < S; s++)
-    if (p->sample_context_len[s] < T) T = p->sample_context_len[s];
+  const int32_t T = lukv_profile_min_context(p);
   const int g_min = lukv_min_keep_index(G, p->sink, p->window, T);
   const int mos = o->aggregation == LUKV_AGG_MEAN_OF_SOLUTIONS;
   const int need_samples = mos || K >= 2;
@@ -420,10 +425,7 @@ int lukv_evaluate_table(const lukv_profile *p, const lukv_budgets *b, double pyr
   const int L = p->model.n_layers, H = p->model.n_kv_heads, G = p->grid, n = L * H;
   const int64_t R = b->n_ratios, S = p->n_samples;
   if (R < 1 || S < 1) return lukv_error_set(err, LUKV_ERR_INVALID, "evaluate: empty table or profile");
-  int32_t T = p->sample_context_len[0];
-  for (int64_t s = 1; s < S; s++)
-    if (p->sample_context_len[s] < T) T = p->sample_context_len[s];
-  const int g_min = lukv_min_keep_index(G, p->sink, p->window, T);
+  const int g_min = lukv_min_keep_index(G, p->sink, p->window, lukv_profile_min_context(p));
 
   double *mean = malloc(sizeof(double) * (size_t)n * ((size_t)G + 1));
   double *g = malloc(sizeof(double) * (size_t)n);

@@ -112,6 +112,10 @@ double lukv_alloc_loss_frac(const lukv_curve_set *cs, const double *g);
 
 /* ---- aggregation and the whole solve ------------------------------------- */
 
+/* The shortest sample context T of a profile (n_samples >= 1): what g_min and
+ * a table's context_len are defined by. */
+int32_t lukv_profile_min_context(const lukv_profile *p);
+
 /* Mean over the listed samples of a [S, L, H, G+1] float curve array.
  * out [L * H, G + 1]. */
 void lukv_curves_mean(const float *curves, int64_t n_samples, int n_layers, int n_kv_heads,
