@@ -71,14 +71,20 @@ __global__ void missing_barrier_k(int *stale) {
   if (s[(t + 1) % 128] != want) atomicAdd(stale, 1);
 }
 
-START_TEST(test_missing_barrier_is_visible) {
+/* Runs a race kernel on 4 blocks of 128 threads; returns how many of its
+ * checks saw a stale value. */
+static int stale_reads(void (*kernel)(int *)) {
   int *stale = dev_alloc<int>(1);
   cudaMemset(stale, 0, sizeof(int));
-  missing_barrier_k<<<4, 128>>>(stale);
+  kernel<<<4, 128>>>(stale);
   int n = 0;
   cudaMemcpy(&n, stale, sizeof n, cudaMemcpyDeviceToHost);
-  ck_assert_msg(n > 0, "no thread saw a stale value: the schedule hides races");
   cudaFree(stale);
+  return n;
+}
+
+START_TEST(test_missing_barrier_is_visible) {
+  ck_assert_msg(stale_reads(missing_barrier_k) > 0, "no thread saw a stale value: the schedule hides races");
 }
 END_TEST
 
@@ -102,13 +108,8 @@ __global__ void missing_loop_barrier_k(int *stale) {
 }
 
 START_TEST(test_missing_loop_barrier_is_visible) {
-  int *stale = dev_alloc<int>(1);
-  cudaMemset(stale, 0, sizeof(int));
-  missing_loop_barrier_k<<<4, 128>>>(stale);
-  int n = 0;
-  cudaMemcpy(&n, stale, sizeof n, cudaMemcpyDeviceToHost);
-  ck_assert_msg(n > 0, "no warp saw the next tile: the warps stepped in lockstep and hid the race");
-  cudaFree(stale);
+  ck_assert_msg(stale_reads(missing_loop_barrier_k) > 0,
+                "no warp saw the next tile: the warps stepped in lockstep and hid the race");
 }
 END_TEST
 
