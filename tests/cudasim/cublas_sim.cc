@@ -76,6 +76,13 @@ cublasStatus_t check_dims(cublasOperation_t ta, cublasOperation_t tb, int m, int
   return CUBLAS_STATUS_SUCCESS;
 }
 
+/* A, B and C must be device memory, as on a GPU. */
+void check_operands(const char *who, const void *A, const void *B, const void *C) {
+  ::cudasim::check_device_pointer(who, "matrix", 0, A);
+  ::cudasim::check_device_pointer(who, "matrix", 1, B);
+  ::cudasim::check_device_pointer(who, "matrix", 2, C);
+}
+
 cublasStatus_t run(cublasHandle_t h, std::function<void()> work) {
   return ::cudasim::enqueue(h->stream, "cublas", std::move(work)) == cudaSuccess ? CUBLAS_STATUS_SUCCESS
                                                                                    : CUBLAS_STATUS_EXECUTION_FAILED;
@@ -128,6 +135,7 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
   if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (!alpha || !beta || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (cublasStatus_t e = check_dims(ta, tb, m, n, k, lda, ldb, ldc)) return e;
+  check_operands("cublasSgemmStridedBatched", A, B, C);
   const float al = *alpha, be = *beta;
   return run(h, [=]() { gemm(ta, tb, m, n, k, al, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, be, C, CUDA_R_32F, ldc, sc, batch); });
 }
@@ -145,6 +153,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
   }
   if (!type_ok(at) || !type_ok(bt) || !type_ok(ct)) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (cublasStatus_t e = check_dims(ta, tb, m, n, k, lda, ldb, ldc)) return e;
+  check_operands("cublasGemmEx", A, B, C);
   const float al = *(const float *)alpha, be = *(const float *)beta;
   return run(h, [=]() { gemm(ta, tb, m, n, k, al, A, at, lda, 0, B, bt, ldb, 0, be, C, ct, ldc, 0, 1); });
 }

@@ -3,8 +3,10 @@
  *
  * Memory: cudaMalloc is host memory (256-byte aligned, filled with 0xff so
  * that a read of memory nobody wrote is NaN, as uninitialised device memory
- * often is), tracked so that copies can check that their device side lies in
- * an allocation. Streams: every operation runs when it is issued (a stream is
+ * often is), tracked so that copies, kernel arguments, cuBLAS and CUB can
+ * check that their device pointers lie in an allocation. Under ASan the
+ * allocations are poisoned while no device work runs, so that host code
+ * touching device memory is reported as it would fault on a GPU. Streams: every operation runs when it is issued (a stream is
  * only a label), except on a stream being captured, where it is recorded into
  * the graph and runs at each cudaGraphLaunch. Kernels: the blocks of a grid
  * run one after another; the threads of a block are fibers (ucontext) that
@@ -33,6 +35,7 @@
 #endif
 #endif
 #ifdef CUDASIM_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -97,7 +100,8 @@ cudaError_t ret(cudaError_t e) {
 /* ---- allocations ------------------------------------------------------------ */
 std::map<uintptr_t, size_t> allocations; /* base -> bytes */
 
-/* Is [p, p + n) inside one cudaMalloc allocation? */
+/* Is [p, p + n) inside one cudaMalloc allocation? (n = 0: p may be the
+ * allocation's end, as a pointer past the last element may.) */
 bool in_device(const void *p, size_t n) {
   const uintptr_t a = (uintptr_t)p;
   auto it = allocations.upper_bound(a);
@@ -105,6 +109,51 @@ bool in_device(const void *p, size_t n) {
   --it;
   return a >= it->first && a + n <= it->first + it->second;
 }
+
+/* ---- device residency -----------------------------------------------------------
+ * On a GPU, host code that reads or writes through a cudaMalloc pointer
+ * faults; here all memory is host memory and it would silently work. So under
+ * ASan every allocation is poisoned while no device work runs, and device
+ * work (a kernel, a copy, a memset, cuBLAS, CUB: everything goes through
+ * device_scope) unpoisons them all for its duration. A host access is then
+ * an ASan use-after-poison report with the host's stack, and report_hint
+ * says what it means. */
+int device_depth = 0;
+
+void poison_allocations(bool poison) {
+#ifdef CUDASIM_ASAN
+  for (const auto &a : allocations) {
+    if (poison)
+      __asan_poison_memory_region((const void *)a.first, a.second);
+    else
+      __asan_unpoison_memory_region((const void *)a.first, a.second);
+  }
+#else
+  (void)poison;
+#endif
+}
+
+struct device_scope {
+  device_scope() {
+    if (device_depth++ == 0) poison_allocations(false);
+  }
+  ~device_scope() {
+    if (--device_depth == 0) poison_allocations(true);
+  }
+  device_scope(const device_scope &) = delete;
+  device_scope &operator=(const device_scope &) = delete;
+};
+
+#ifdef CUDASIM_ASAN
+void report_hint(const char *report) {
+  if (strstr(report, "use-after-poison") && !allocations.empty())
+    fprintf(stderr, "cudasim: a use-after-poison here most likely means that host code read or wrote device memory "
+            "(a cudaMalloc pointer) outside any kernel or copy: on a GPU that faults; copy it with cudaMemcpy\n");
+}
+struct install_report_hint {
+  install_report_hint() { __asan_set_error_report_callback(report_hint); }
+} install_report_hint_now;
+#endif
 
 /* ---- streams and capture ------------------------------------------------------ */
 std::set<cudaStream_t> streams;
@@ -469,8 +518,19 @@ cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()>
         return ret(cudaErrorStreamCaptureImplicit);
       }
   }
+  device_scope on_device;
   work();
   return cudaSuccess;
+}
+
+void check_device_pointer(const char *who, const char *what, int index, const void *p) {
+  if (!p || in_device(p, 0)) return;
+  char msg[320];
+  snprintf(msg, sizeof msg,
+           "%s #%d of %s is %p, which is not inside any cudaMalloc allocation: device code given a host pointer "
+           "faults on a GPU",
+           what, index, who, p);
+  fatal(msg, nullptr);
 }
 
 void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> body) {
@@ -647,6 +707,9 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   if (posix_memalign(&m, 256, bytes) != 0) return ret(cudaErrorMemoryAllocation);
   memset(m, 0xff, bytes);
   allocations[(uintptr_t)m] = bytes;
+#ifdef CUDASIM_ASAN
+  if (device_depth == 0) __asan_poison_memory_region(m, bytes);
+#endif
   *p = m;
   return cudaSuccess;
 }
@@ -659,6 +722,9 @@ cudaError_t cudaFree(void *p) {
     fprintf(stderr, "cudasim: cudaFree(%p): not a pointer cudaMalloc returned\n", p);
     return ret(cudaErrorInvalidValue);
   }
+#ifdef CUDASIM_ASAN
+  __asan_unpoison_memory_region(p, it->second);
+#endif
   allocations.erase(it);
   free(p);
   return cudaSuccess;
@@ -691,12 +757,20 @@ static cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKi
             "allocation\n", who, n, (int)kind, dst, src);
     return ret(cudaErrorInvalidValue);
   }
+  /* The other way round is undefined behaviour too: a kind that calls device
+   * memory host memory. */
+  if ((!dst_dev && in_device(dst, 1)) || (!src_dev && in_device(src, 1))) {
+    fprintf(stderr, "cudasim: %s of %zu bytes (kind %d): the host side [%p or %p] is device memory: the kind does "
+            "not match the pointers\n", who, n, (int)kind, dst, src);
+    return ret(cudaErrorInvalidValue);
+  }
   return cudaSuccess;
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
   if (cudaError_t e = unsafe_call()) return ret(e);
   if (cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpy")) return e;
+  device_scope on_device;
   if (n) memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -711,6 +785,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
 cudaError_t cudaMemset(void *p, int value, size_t n) {
   if (cudaError_t e = unsafe_call()) return ret(e);
   if (n && !in_device(p, n)) return ret(cudaErrorInvalidValue);
+  device_scope on_device;
   if (n) memset(p, value, n);
   return cudaSuccess;
 }

@@ -16,8 +16,9 @@
  * launch configurations (dimensions, dynamic shared memory above 48 KiB
  * without cudaFuncSetAttribute), stream capture rules, and, under ASan,
  * every out-of-bounds access to global or shared memory. What it cannot
- * check: timing, registers, memory-model races between blocks, host code
- * dereferencing device pointers (all memory is host memory here). */
+ * check: timing, registers, memory-model races between blocks. Host code
+ * that dereferences a device pointer is caught under ASan only (cudasim.cc
+ * poisons the allocations while no device work runs). */
 #ifndef LUKV_CUDASIM_H
 #define LUKV_CUDASIM_H
 
@@ -82,12 +83,26 @@ struct launch_config {
  * being captured, records it in the graph. Errors go to cudaGetLastError. */
 void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> thread_body);
 
+/* A pointer that device work is given must be null or point into (or just
+ * past) one cudaMalloc allocation: a host pointer faults on a GPU, so here it
+ * aborts naming `who` (a kernel, a cuBLAS or a CUB call) and which argument. */
+void check_device_pointer(const char *who, const char *what, int index, const void *p);
+
+template <class T>
+void check_kernel_param(const char *kernel, int index, const T &v) {
+  if constexpr (std::is_pointer<T>::value) check_device_pointer(kernel, "argument", index, (const void *)v);
+}
+
 template <typename... P, typename... A>
 void launch_kernel(const char *name, void (*kernel)(P...), const launch_config &c, A &&...args) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
   /* Arguments are converted to the parameter types and copied now, as a
    * launch does: a captured graph replays them by value. */
   std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
+  std::apply([name](const auto &...p) {
+    int i = 0;
+    (check_kernel_param(name, i++, p), ...);
+  }, params);
   submit(name, (const void *)kernel, c, [kernel, params]() { std::apply(kernel, params); });
 }
 

@@ -1,6 +1,7 @@
 /* cudasim's own tests: the emulator must run correct CUDA exactly and make
  * the classic mistakes visible (a missing barrier, a barrier not every thread
- * reaches, a bad launch, an unsafe call inside a stream capture), and its
+ * reaches, a bad launch, an unsafe call inside a stream capture, a host
+ * pointer given to device code, host code touching device memory), and its
  * CUB, wmma and cuBLAS stand-ins must follow the documented semantics.
  * Built only with -Dcudasim=true (this file goes through translate.py like
  * the project's kernels); suite cudasim. */
@@ -16,6 +17,17 @@
 #include <mma.h>
 
 #include <cub/device/device_segmented_radix_sort.cuh>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifdef TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace {
 
@@ -190,9 +202,83 @@ START_TEST(test_launch_checks) {
   /* A host pointer where a device pointer belongs. */
   ck_assert_int_eq(cudaMemcpy(h, h + 1, 8, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
   ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+  /* And a device pointer where the kind says host. */
+  ck_assert_int_eq(cudaMemcpy(out, out + 8, 8, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  ck_assert_int_eq(cudaMemcpy(out, h, 8, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  ck_assert_int_eq(cudaMemcpy(out, out + 8, 8, cudaMemcpyDeviceToDevice), cudaSuccess);
+  cudaGetLastError();
   cudaFree(out);
 }
 END_TEST
+
+/* ---- device pointers and host code ------------------------------------------------ */
+
+__global__ void copy_k(const int *in, int *out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = in[i] + 1;
+}
+
+/* Device code handed host memory faults on a GPU: the launch aborts. */
+START_TEST(test_host_pointer_to_kernel_aborts) {
+  int *out = dev_alloc<int>(4), host[4] = {0, 1, 2, 3};
+  copy_k<<<1, 4>>>(out, out, 4);     /* device pointers: fine */
+  copy_k<<<1, 4>>>(nullptr, out, 0); /* null: fine (an unused optional) */
+  copy_k<<<1, 4>>>(out + 4, out, 0); /* one past the end: fine */
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  copy_k<<<1, 4>>>(host, out, 4);
+}
+END_TEST
+
+START_TEST(test_host_pointer_to_cublas_aborts) {
+  float *dev = dev_alloc<float>(16), host[16] = {0};
+  cublasHandle_t h;
+  ck_assert_int_eq(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const float one = 1.0f, zero = 0.0f;
+  cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, dev, CUDA_R_32F, 4, host, CUDA_R_32F, 4, &zero, dev,
+               CUDA_R_32F, 4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+END_TEST
+
+START_TEST(test_host_pointer_to_cub_aborts) {
+  int *dev = dev_alloc<int>(8), offs[2] = {0, 4};
+  void *tmp = dev_alloc<char>(256);
+  size_t bytes = 256;
+  cub::DeviceSegmentedRadixSort::SortKeys(tmp, bytes, dev, dev + 4, 4, 1, offs, offs + 1); /* host offsets */
+}
+END_TEST
+
+#ifdef TEST_ASAN
+/* Under ASan, device memory is poisoned while no device work runs: kernels,
+ * copies, memsets and cuBLAS reach it, host code does not. */
+START_TEST(test_device_memory_poisoned_on_host) {
+  int *a = dev_alloc<int>(64), *b = dev_alloc<int>(64), h[64];
+  ck_assert(__asan_address_is_poisoned(a) && __asan_address_is_poisoned(b + 63));
+  for (int i = 0; i < 64; i++) h[i] = i;
+  cudaMemcpy(a, h, sizeof h, cudaMemcpyHostToDevice);
+  copy_k<<<2, 32>>>(a, b, 64);
+  cudaMemset(a, 0, sizeof h);
+  cudaMemcpy(h, b, sizeof h, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 64; i++) ck_assert_int_eq(h[i], i + 1);
+  ck_assert(__asan_address_is_poisoned(a) && __asan_address_is_poisoned(b));
+  ck_assert(!__asan_address_is_poisoned(h));
+  cudaFree(a);
+  cudaFree(b);
+}
+END_TEST
+
+void abort_now(void) { abort(); }
+
+/* The same read through the host: an ASan report (and, whatever
+ * ASAN_OPTIONS say, an abort, for Check to see). */
+START_TEST(test_host_read_of_device_memory_aborts) {
+  int *a = dev_alloc<int>(4);
+  cudaMemset(a, 0, 4 * sizeof(int));
+  __asan_set_death_callback(abort_now);
+  volatile int x = a[1];
+  (void)x;
+}
+END_TEST
+#endif
 
 /* ---- stream capture ------------------------------------------------------------ */
 
@@ -358,6 +444,13 @@ int main(void) {
   tcase_add_test(tc, test_shuffle_butterfly);
   tcase_add_test_raise_signal(tc, test_shuffle_from_exited_lane_aborts, SIGABRT);
   tcase_add_test(tc, test_launch_checks);
+  tcase_add_test_raise_signal(tc, test_host_pointer_to_kernel_aborts, SIGABRT);
+  tcase_add_test_raise_signal(tc, test_host_pointer_to_cublas_aborts, SIGABRT);
+  tcase_add_test_raise_signal(tc, test_host_pointer_to_cub_aborts, SIGABRT);
+#ifdef TEST_ASAN
+  tcase_add_test(tc, test_device_memory_poisoned_on_host);
+  tcase_add_test_raise_signal(tc, test_host_read_of_device_memory_aborts, SIGABRT);
+#endif
   tcase_add_test(tc, test_capture_and_replay);
   tcase_add_test(tc, test_cub_sort_semantics);
   tcase_add_test(tc, test_wmma_and_gemm);

@@ -56,7 +56,12 @@ cudaError_t segmented_sort(void *tmp, size_t &tmp_bytes, const K *kin, K *kout, 
   if (tmp_bytes < 256 || begin_bit < 0 || end_bit > (int)(sizeof(K) * 8) || begin_bit >= end_bit ||
       num_items < 0 || num_segments < 0)
     return cudaErrorInvalidValue;
-  return ::cudasim::enqueue(stream, "cub::DeviceSegmentedRadixSort", [=]() {
+  const char *who = "cub::DeviceSegmentedRadixSort";
+  const void *ptrs[] = {tmp, kin, kout, vin, vout};
+  for (int i = 0; i < 5; i++) ::cudasim::check_device_pointer(who, "pointer", i, ptrs[i]);
+  if constexpr (std::is_pointer<BeginIt>::value) ::cudasim::check_device_pointer(who, "offsets", 0, begin);
+  if constexpr (std::is_pointer<EndIt>::value) ::cudasim::check_device_pointer(who, "offsets", 1, end);
+  return ::cudasim::enqueue(stream, who, [=]() {
     const uint64_t width = (uint64_t)(end_bit - begin_bit);
     const uint64_t mask = width >= 64 ? ~0ull : ((1ull << width) - 1);
     std::vector<std::pair<uint64_t, long long>> items;
