@@ -73,10 +73,18 @@ typedef struct lukv_profile {
   float *oracle;       /* [S, L, H, G+1] loss when ranking by the utility itself */
   float *utility_total;       /* [S, L, H] total utility of each head's mid tokens */
   int32_t *sample_context_len; /* [S] T of each sample */
+  /* optional root attributes (provenance; a zeroed struct has none of them) */
+  int has_first_sample;        /* first_sample is recorded */
+  int64_t first_sample;        /* corpus index of sample 0 (>= 0) */
+  int32_t shard_index;         /* --shard I/N: I, 1-based (1 <= I <= N) ... */
+  int32_t shard_count;         /* ... and N; 0 = not a shard */
+  char *precision;             /* the engine's activations, "bf16" | "f32"; NULL = not recorded */
 } lukv_profile;
 
 /* Reads and validates: curves finite and >= 0, shapes [S, L, H, G+1],
- * sample_context_len in (sink + window, ...], S >= 1. */
+ * sample_context_len in (sink + window, ...], S >= 1; the optional attributes
+ * when present (first_sample >= 0, 1 <= shard_index <= shard_count, precision
+ * "bf16" or "f32"). The writer writes those that are set. */
 int lukv_profile_read(const char *path, lukv_profile *out, lukv_error *err);
 int lukv_profile_write(const char *path, const lukv_profile *p, lukv_error *err);
 void lukv_profile_free(lukv_profile *p);

@@ -25,6 +25,7 @@ void lukv_profile_free(lukv_profile *p) {
   free(p->oracle);
   free(p->utility_total);
   free(p->sample_context_len);
+  free(p->precision);
   memset(p, 0, sizeof *p);
 }
 
@@ -91,6 +92,21 @@ static int check_scorer_name(const char *path, const lukv_profile *p, int i, luk
   return LUKV_OK;
 }
 
+/* The optional attributes, when present. */
+static int check_provenance(const char *path, const lukv_profile *p, lukv_error *err) {
+  if (p->has_first_sample && p->first_sample < 0)
+    return lukv_error_set(err, LUKV_ERR_RANGE, "%s: first_sample: %lld but must be >= 0", path,
+                          (long long)p->first_sample);
+  if (p->shard_count < 0 || (p->shard_count > 0 && (p->shard_index < 1 || p->shard_index > p->shard_count)))
+    return lukv_error_set(err, LUKV_ERR_RANGE,
+                          "%s: shard_index %d of shard_count %d: need 1 <= shard_index <= shard_count", path,
+                          (int)p->shard_index, (int)p->shard_count);
+  if (p->precision && strcmp(p->precision, "bf16") && strcmp(p->precision, "f32"))
+    return lukv_error_set(err, LUKV_ERR_RANGE, "%s: precision: \"%s\" but must be \"bf16\" or \"f32\"", path,
+                          p->precision);
+  return LUKV_OK;
+}
+
 /* Everything that can be checked on the struct alone, shared by the reader
  * (after loading) and the writer (before creating anything). */
 static int profile_validate(const char *path, const lukv_profile *p, lukv_error *err) {
@@ -137,7 +153,8 @@ static int profile_validate(const char *path, const lukv_profile *p, lukv_error 
     if ((rc = check_nonneg(path, name, p->curves[i], 4, dc, err))) return rc;
   }
   if ((rc = check_nonneg(path, "/curves/" ORACLE, p->oracle, 4, dc, err))) return rc;
-  return check_nonneg(path, "/utility_total", p->utility_total, 3, dc, err);
+  if ((rc = check_nonneg(path, "/utility_total", p->utility_total, 3, dc, err))) return rc;
+  return check_provenance(path, p, err);
 }
 
 int lukv_profile_read(const char *path, lukv_profile *out, lukv_error *err) {
@@ -161,6 +178,17 @@ int lukv_profile_read(const char *path, lukv_profile *out, lukv_error *err) {
       (rc = lukv_h5_read_attr_i32(f, path, "pool_kernel", 1, INT32_MAX, &p.pool_kernel, err)) ||
       (rc = lukv_h5_read_attr_str(f, path, "utility", &p.utility, err)) ||
       (rc = lukv_h5_read_attr_i32(f, path, "grid", 1, INT32_MAX, &p.grid, err)))
+    goto fail;
+  /* Optional provenance: absent in older files and in files other tools wrote. */
+  if (H5Aexists(f, "first_sample") > 0) {
+    if ((rc = lukv_h5_read_attr_int(f, path, "first_sample", &p.first_sample, err))) goto fail;
+    p.has_first_sample = 1;
+  }
+  if (H5Aexists(f, "shard_count") > 0 &&
+      ((rc = lukv_h5_read_attr_i32(f, path, "shard_count", 1, INT32_MAX, &p.shard_count, err)) ||
+       (rc = lukv_h5_read_attr_i32(f, path, "shard_index", 1, INT32_MAX, &p.shard_index, err))))
+    goto fail;
+  if (H5Aexists(f, "precision") > 0 && (rc = lukv_h5_read_attr_str(f, path, "precision", &p.precision, err)))
     goto fail;
   if ((rc = lukv_h5_read_dataset(f, path, "/sample_context_len", H5T_INTEGER, H5T_NATIVE_INT32, 1,
                                  NULL, ds, &buf, err)))
@@ -241,6 +269,11 @@ int lukv_profile_write(const char *path, const lukv_profile *p, lukv_error *err)
       (rc = lukv_h5_write_attr_int(f, path, "pool_kernel", p->pool_kernel, err)) ||
       (rc = lukv_h5_write_attr_str(f, path, "utility", p->utility, err)) ||
       (rc = lukv_h5_write_attr_int(f, path, "grid", p->grid, err)) ||
+      (p->has_first_sample && (rc = lukv_h5_write_attr_int(f, path, "first_sample", p->first_sample, err))) ||
+      (p->shard_count > 0 &&
+       ((rc = lukv_h5_write_attr_int(f, path, "shard_index", p->shard_index, err)) ||
+        (rc = lukv_h5_write_attr_int(f, path, "shard_count", p->shard_count, err)))) ||
+      (p->precision && (rc = lukv_h5_write_attr_str(f, path, "precision", p->precision, err))) ||
       (rc = lukv_h5_write_dataset(f, path, "/sample_context_len", H5T_STD_I32LE, H5T_NATIVE_INT32,
                                   1, ds, p->sample_context_len, err)) ||
       (rc = lukv_h5_write_dataset(f, path, "/utility_total", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3,

@@ -18,7 +18,6 @@
 
 #include "cli.h"
 #include "formats.h"
-#include "h5util.h"
 #include "identity.h"
 #include "lukv_config.h"
 #include "model.h"
@@ -149,26 +148,6 @@ static int on_layer(void *user, const lukv_tap_info *info) {
  * attribute: profiles of the bf16 CUDA engine differ from f32 ones by up to
  * ~5e-2 (docs/profiling.md), so merge refuses to mix them. */
 static const char *device_precision(lukv_device d) { return d == LUKV_DEVICE_CUDA ? "bf16" : "f32"; }
-
-/* Adds the optional root attributes that make merge order-independent
- * (first_sample when >= 0; shard_index and shard_count when shard_n > 0),
- * and `precision` when not NULL. Readers ignore attributes they do not know
- * (docs/formats.md). */
-static int write_optional_attrs(const char *path, int64_t first_sample, int shard_i, int shard_n,
-                                const char *precision, lukv_error *err) {
-  lukv_h5_quiet();
-  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-  if (f < 0) return lukv_h5_fail(err, LUKV_ERR_IO, path, NULL, "cannot reopen to add attributes");
-  int rc = first_sample >= 0 ? lukv_h5_write_attr_int(f, path, "first_sample", first_sample, err) : LUKV_OK;
-  if (rc == LUKV_OK && precision) rc = lukv_h5_write_attr_str(f, path, "precision", precision, err);
-  if (rc == LUKV_OK && shard_n > 0) {
-    rc = lukv_h5_write_attr_int(f, path, "shard_index", shard_i, err);
-    if (rc == LUKV_OK) rc = lukv_h5_write_attr_int(f, path, "shard_count", shard_n, err);
-  }
-  if (H5Fclose(f) < 0 && rc == LUKV_OK)
-    rc = lukv_h5_fail(err, LUKV_ERR_IO, path, NULL, "cannot close after adding attributes");
-  return rc;
-}
 
 /* --random-init's identity: the sha256 of "random-init", the config file's
  * bytes and the seed, so that profiles of one shape and seed merge and those
@@ -447,6 +426,12 @@ static int cmd_profile(int argc, char **argv) {
     prof.pool_kernel = pool;
     prof.grid = grid;
     prof.n_samples = S;
+    /* provenance: first_sample and the shard make merge order-independent */
+    prof.has_first_sample = 1;
+    prof.first_sample = s0;
+    prof.shard_index = shard_n > 0 ? shard_i : 0;
+    prof.shard_count = shard_n;
+    prof.precision = strdup(device_precision(device));
     prof.n_scorers = n_scorers;
     prof.scorer_names = calloc((size_t)n_scorers, sizeof *prof.scorer_names);
     prof.curves = calloc((size_t)n_scorers, sizeof *prof.curves);
@@ -454,7 +439,7 @@ static int cmd_profile(int argc, char **argv) {
     prof.oracle = calloc(nc, sizeof *prof.oracle);
     prof.utility_total = calloc((size_t)S * L * H, sizeof *prof.utility_total);
     prof.sample_context_len = calloc((size_t)S, sizeof *prof.sample_context_len);
-    int ok = prof.model.model_name && prof.model.model_hash && prof.mode && prof.utility &&
+    int ok = prof.model.model_name && prof.model.model_hash && prof.mode && prof.utility && prof.precision &&
              prof.scorer_names && prof.curves && prof.oracle && prof.utility_total &&
              prof.sample_context_len;
     for (int k = 0; ok && k < n_scorers; k++) {
@@ -527,10 +512,6 @@ static int cmd_profile(int argc, char **argv) {
     }
   }
   if (rc == LUKV_OK) rc = lukv_profile_write(out_path, &prof, &err);
-  if (rc == LUKV_OK) {
-    rc = write_optional_attrs(out_path, s0, shard_i, shard_n, device_precision(device), &err);
-    if (rc != LUKV_OK) remove(out_path);
-  }
   if (rc == LUKV_OK && dump_path && rename(dump_tmp, dump_path) != 0) {
     rc = lukv_error_set(&err, LUKV_ERR_IO, "%s: cannot rename %s: %s", dump_path, dump_tmp,
                         strerror(errno));
@@ -563,32 +544,11 @@ static int cmd_profile(int argc, char **argv) {
 typedef struct merge_in {
   const char *path;
   lukv_profile p;
-  int has_first;
-  int64_t first;
-  char *precision; /* the optional attribute, NULL when absent */
 } merge_in;
 
 static int cmp_merge_in(const void *a, const void *b) {
   const merge_in *x = a, *y = b;
-  return (x->first > y->first) - (x->first < y->first);
-}
-
-/* Reads the optional first_sample and precision attributes (absent:
- * has_first = 0, precision NULL). */
-static int read_optional_attrs(merge_in *m, lukv_error *err) {
-  m->has_first = 0;
-  m->precision = NULL;
-  hid_t f;
-  int rc = lukv_h5_open_read(m->path, &f, err);
-  if (rc != LUKV_OK) return rc;
-  if (H5Aexists(f, "first_sample") > 0) {
-    rc = lukv_h5_read_attr_int(f, m->path, "first_sample", &m->first, err);
-    if (rc == LUKV_OK) m->has_first = 1;
-  }
-  if (rc == LUKV_OK && H5Aexists(f, "precision") > 0)
-    rc = lukv_h5_read_attr_str(f, m->path, "precision", &m->precision, err);
-  H5Fclose(f);
-  return rc;
+  return (x->p.first_sample > y->p.first_sample) - (x->p.first_sample < y->p.first_sample);
 }
 
 /* B disagrees with A on one attribute: names it and both files. */
@@ -656,32 +616,31 @@ static int cmd_merge(int argc, char **argv) {
   const merge_in *with_precision = NULL; /* the first input carrying the attribute */
   for (int i = 0; i < n && rc == LUKV_OK; i++) {
     rc = lukv_profile_read(in[i].path, &in[i].p, &err);
-    if (rc == LUKV_OK) rc = read_optional_attrs(&in[i], &err);
     if (rc == LUKV_OK && i > 0) rc = check_agree(&in[0], &in[i], &err);
     /* precision: checked between the files that carry it (older ones do not) */
-    if (rc == LUKV_OK && in[i].precision) {
+    if (rc == LUKV_OK && in[i].p.precision) {
       if (!with_precision) with_precision = &in[i];
-      else if (strcmp(with_precision->precision, in[i].precision))
+      else if (strcmp(with_precision->p.precision, in[i].p.precision))
         rc = lukv_error_set(&err, LUKV_ERR_FORMAT,
                             "%s: precision is \"%s\" but %s has \"%s\" (bf16 and f32 engines give different "
                             "profiles: profile every shard with the same engine precision)",
-                            in[i].path, in[i].precision, with_precision->path, with_precision->precision);
+                            in[i].path, in[i].p.precision, with_precision->path, with_precision->p.precision);
     }
-    all_first &= in[i].has_first;
+    all_first &= in[i].p.has_first_sample;
   }
   /* the merged file keeps precision when every input carries it (all equal by now) */
-  const char *precision = in[0].precision;
+  const char *precision = n > 0 ? in[0].p.precision : NULL;
   for (int i = 1; i < n && precision; i++)
-    if (!in[i].precision) precision = NULL;
+    if (!in[i].p.precision) precision = NULL;
   if (rc == LUKV_OK && all_first) {
     qsort(in, (size_t)n, sizeof *in, cmp_merge_in);
     for (int i = 1; i < n && rc == LUKV_OK; i++)
-      if (in[i].first < in[i - 1].first + in[i - 1].p.n_samples)
+      if (in[i].p.first_sample < in[i - 1].p.first_sample + in[i - 1].p.n_samples)
         rc = lukv_error_set(&err, LUKV_ERR_RANGE,
                             "%s: first_sample %lld overlaps %s (corpus samples %lld..%lld)",
-                            in[i].path, (long long)in[i].first, in[i - 1].path,
-                            (long long)in[i - 1].first,
-                            (long long)(in[i - 1].first + in[i - 1].p.n_samples - 1));
+                            in[i].path, (long long)in[i].p.first_sample, in[i - 1].path,
+                            (long long)in[i - 1].p.first_sample,
+                            (long long)(in[i - 1].p.first_sample + in[i - 1].p.n_samples - 1));
   }
   lukv_profile o;
   memset(&o, 0, sizeof o);
@@ -697,12 +656,19 @@ static int cmd_merge(int argc, char **argv) {
     o.mode = strdup(a->mode);
     o.utility = strdup(a->utility);
     o.n_samples = S;
+    /* the merged file: first_sample when every input has one (sorted by now),
+     * precision when every input has it, no shard */
+    o.has_first_sample = all_first;
+    o.first_sample = all_first ? a->first_sample : 0;
+    o.shard_index = o.shard_count = 0;
+    o.precision = precision ? strdup(precision) : NULL;
     o.scorer_names = calloc((size_t)a->n_scorers, sizeof *o.scorer_names);
     o.curves = calloc((size_t)a->n_scorers, sizeof *o.curves);
     o.oracle = malloc(sizeof(float) * (size_t)S * crow);
     o.utility_total = malloc(sizeof(float) * (size_t)S * row);
     o.sample_context_len = malloc(sizeof(int32_t) * (size_t)S);
-    int ok = o.model.model_name && o.model.model_hash && o.mode && o.utility && o.scorer_names &&
+    int ok = o.model.model_name && o.model.model_hash && o.mode && o.utility && (o.precision || !precision) &&
+             o.scorer_names &&
              o.curves && o.oracle && o.utility_total && o.sample_context_len;
     for (int k = 0; ok && k < a->n_scorers; k++)
       ok = (o.scorer_names[k] = strdup(a->scorer_names[k])) &&
@@ -727,17 +693,13 @@ static int cmd_merge(int argc, char **argv) {
         at += (int64_t)ns;
       }
       rc = lukv_profile_write(out_path, &o, &err);
-      if (rc == LUKV_OK && (all_first || precision)) {
-        rc = write_optional_attrs(out_path, all_first ? in[0].first : -1, 0, 0, precision, &err);
-        if (rc != LUKV_OK) remove(out_path);
-      }
     }
   }
   if (rc == LUKV_OK)
     printf("# wrote %s: %lld samples from %d profiles (%s order)\n", out_path,
            (long long)o.n_samples, n, all_first ? "first_sample" : "argument");
   lukv_profile_free(&o);
-  for (int i = 0; i < n; i++) lukv_profile_free(&in[i].p), free(in[i].precision);
+  for (int i = 0; i < n; i++) lukv_profile_free(&in[i].p);
   free(in);
   return rc == LUKV_OK ? 0 : lukv_cli_fail(PROG, &err);
 }
@@ -758,18 +720,19 @@ static int cmd_show(int argc, char **argv) {
   lukv_error err;
   lukv_error_clear(&err);
   lukv_profile p;
-  memset(&p, 0, sizeof p);
-  merge_in opt = {.path = path};
-  if (lukv_profile_read(path, &p, &err) != LUKV_OK || read_optional_attrs(&opt, &err) != LUKV_OK) {
-    lukv_profile_free(&p);
-    return lukv_cli_fail(PROG, &err);
-  }
+  if (lukv_profile_read(path, &p, &err) != LUKV_OK) return lukv_cli_fail(PROG, &err);
   int L = p.model.n_layers, H = p.model.n_kv_heads, G1 = p.grid + 1, nsc = p.n_scorers;
   int64_t S = p.n_samples;
-  printf("# %s: model %s (%s), %lld samples, %s mode, context %d + future %d, utility %s, engine %s\n", path,
-         p.model.model_name, p.model.model_hash, (long long)S, p.mode, p.context_len, p.future_len,
-         p.utility, opt.precision ? opt.precision : "precision not recorded");
-  free(opt.precision);
+  char from[96] = "";
+  if (p.has_first_sample)
+    snprintf(from, sizeof from, " (corpus samples %lld..%lld)", (long long)p.first_sample,
+             (long long)(p.first_sample + S - 1));
+  if (p.shard_count > 0)
+    snprintf(from + strlen(from), sizeof from - strlen(from), ", shard %d/%d", (int)p.shard_index,
+             (int)p.shard_count);
+  printf("# %s: model %s (%s), %lld samples%s, %s mode, context %d + future %d, utility %s, engine %s\n", path,
+         p.model.model_name, p.model.model_hash, (long long)S, from, p.mode, p.context_len, p.future_len,
+         p.utility, p.precision ? p.precision : "precision not recorded");
   printf("# sink %d, window %d, pool %d, grid %d; gap = sum_g (scorer - oracle) / ((G+1) * "
          "utility_total), 0 = as good as the oracle\n",
          p.sink, p.window, p.pool_kernel, p.grid);

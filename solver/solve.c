@@ -390,6 +390,10 @@ int lukv_profile_slice(lukv_profile *p, int64_t from, int64_t to, lukv_error *er
   memmove(p->utility_total, p->utility_total + (size_t)from * heads, n * heads * sizeof(float));
   memmove(p->sample_context_len, p->sample_context_len + from, n * sizeof(int32_t));
   p->n_samples = (int64_t)n;
+  /* provenance follows: the block starts `from` samples later in the corpus,
+   * and is no longer the shard it came from */
+  p->first_sample += from;
+  p->shard_index = p->shard_count = 0;
   return LUKV_OK;
 }
 

@@ -156,7 +156,8 @@ int lukv_solve(const lukv_profile *p, const lukv_solve_opts *o, lukv_budgets *ou
 /* ---- tables on other samples --------------------------------------------- */
 
 /* Keeps samples [from, to) of a profile, in place (0 <= from < to <= S):
- * to calibrate on part of a profile and evaluate on the rest. */
+ * to calibrate on part of a profile and evaluate on the rest. first_sample
+ * (when recorded) moves with the block; the shard attributes are dropped. */
 int lukv_profile_slice(lukv_profile *p, int64_t from, int64_t to, lukv_error *err);
 
 /* One ratio of a table read on a profile's curves (mean-curve aggregation of

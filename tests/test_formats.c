@@ -532,6 +532,78 @@ START_TEST(profile_roundtrip) {
 }
 END_TEST
 
+/* The optional provenance attributes: absent in a zeroed struct and in
+ * files without them, written when set, refused when inconsistent (by the
+ * writer before creating anything, and by the reader). */
+START_TEST(profile_provenance) {
+  lukv_profile p, r;
+  lukv_error err = {0};
+  make_profile(&p);
+  const char *path = lukv_test_path("prov.h5");
+  ck_assert_int_eq(lukv_profile_write(path, &p, &err), LUKV_OK);
+  ck_assert_int_eq(lukv_profile_read(path, &r, &err), LUKV_OK);
+  ck_assert(!r.has_first_sample && r.shard_count == 0 && r.precision == NULL);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  ck_assert(f >= 0);
+  ck_assert(H5Aexists(f, "first_sample") == 0 && H5Aexists(f, "shard_count") == 0 &&
+            H5Aexists(f, "precision") == 0);
+  H5Fclose(f);
+  lukv_profile_free(&r);
+
+  p.has_first_sample = 1;
+  p.first_sample = 96;
+  p.shard_index = 3;
+  p.shard_count = 4;
+  p.precision = strdup("bf16");
+  ck_assert_int_eq(lukv_profile_write(path, &p, &err), LUKV_OK);
+  ck_assert_int_eq(lukv_profile_read(path, &r, &err), LUKV_OK);
+  ck_assert(r.has_first_sample && r.first_sample == 96 && r.shard_index == 3 && r.shard_count == 4);
+  ck_assert_str_eq(r.precision, "bf16");
+  compare_profiles(&p, &r);
+  lukv_profile_free(&r);
+
+  /* Inconsistent values: the writer refuses and leaves the old file. */
+  p.shard_index = 5;
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_write(path, &p, &err), LUKV_ERR_RANGE, path, "shard_index 5 of shard_count 4", NULL);
+  p.shard_index = 0;
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_write(path, &p, &err), LUKV_ERR_RANGE, path, "shard_index", NULL);
+  p.shard_index = 4;
+  p.first_sample = -1;
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_write(path, &p, &err), LUKV_ERR_RANGE, path, "first_sample", NULL);
+  p.first_sample = 0;
+  free(p.precision);
+  p.precision = strdup("fp8");
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_write(path, &p, &err), LUKV_ERR_RANGE, path, "precision", "fp8", NULL);
+  ck_assert_int_eq(lukv_profile_read(path, &r, &err), LUKV_OK);
+  ck_assert(r.first_sample == 96 && r.shard_index == 3);
+  lukv_profile_free(&r);
+
+  /* The reader checks what another tool may have written. */
+  f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  ck_assert(f >= 0);
+  ck_assert(H5Adelete(f, "precision") >= 0);
+  ck_assert_int_eq(lukv_h5_write_attr_str(f, path, "precision", "int4", &err), LUKV_OK);
+  H5Fclose(f);
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_read(path, &r, &err), LUKV_ERR_RANGE, path, "precision", "int4", NULL);
+  f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  ck_assert(H5Adelete(f, "precision") >= 0 && H5Adelete(f, "shard_index") >= 0);
+  H5Fclose(f);
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_read(path, &r, &err), LUKV_ERR_FORMAT, path, "shard_index", NULL);
+  f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  ck_assert_int_eq(lukv_h5_write_attr_int(f, path, "shard_index", 7, &err), LUKV_OK);
+  H5Fclose(f);
+  lukv_error_clear(&err);
+  expect_err(&err, lukv_profile_read(path, &r, &err), LUKV_ERR_RANGE, path, "shard_index 7 of shard_count 4", NULL);
+  lukv_profile_free(&p);
+}
+END_TEST
+
 /* What we write is what h5py reads naturally: scalar attributes, strings as
  * variable-length UTF-8, integers as int64. */
 START_TEST(profile_written_types) {
@@ -1369,6 +1441,7 @@ static Suite *formats_suite(void) {
       {"corpus_bad_tokens", corpus_bad_tokens},
       {"corpus_write_validates", corpus_write_validates},
       {"profile_roundtrip", profile_roundtrip},
+      {"profile_provenance", profile_provenance},
       {"profile_written_types", profile_written_types},
       {"profile_h5py_fixture", profile_h5py_fixture},
       {"profile_missing_objects", profile_missing_objects},

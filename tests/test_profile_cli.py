@@ -135,6 +135,15 @@ def main():
             rc, so, se = run("--model", MODEL, "--corpus", corpus, *SMALL, "--shard", f"{i}/2",
                              "-o", sh[i - 1])
             check(rc == 0, f"shard {i}/2: exit {rc}: {se.strip()}")
+        # provenance: each shard says where it starts and which shard it is; show prints it
+        with h5py.File(sh[1], "r") as f:
+            n1 = h5py.File(sh[0], "r")["sample_context_len"].shape[0]
+            check((f.attrs.get("first_sample"), f.attrs.get("shard_index"), f.attrs.get("shard_count"))
+                  == (n1, 2, 2), f"shard 2/2 attributes: {dict(f.attrs)}")
+            n2 = f["sample_context_len"].shape[0]
+        rc, so, se = run("show", sh[1])
+        check(rc == 0 and f"(corpus samples {n1}..{n1 + n2 - 1}), shard 2/2" in so.splitlines()[0],
+              f"show of shard 2/2: {so.splitlines()[:1]} {se.strip()}")
         for order, name in ((sh, "merged.h5"), (sh[::-1], "merged-rev.h5")):
             merged = os.path.join(tmp, name)
             rc, so, se = run("merge", *order, "-o", merged)
@@ -142,6 +151,9 @@ def main():
             if rc == 0:
                 a_m, _ = arrays(merged)
                 check(sorted(a_m) == sorted(a_full), f"merge {name}: datasets")
+                with h5py.File(merged, "r") as f:
+                    check(f.attrs.get("first_sample") == 0 and "shard_index" not in f.attrs
+                          and "shard_count" not in f.attrs, f"merge {name}: provenance {dict(f.attrs)}")
                 for k in a_full:
                     check(k in a_m and a_m[k].dtype == a_full[k].dtype
                           and a_m[k].tobytes() == a_full[k].tobytes(),

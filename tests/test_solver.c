@@ -808,10 +808,16 @@ START_TEST(test_slice_and_evaluate) {
   make_profile(&held, 3, 2, 32, 9, 41);
   lukv_error e;
   lukv_error_clear(&e);
+  /* provenance: the block starts 4 corpus samples later and is no shard */
+  held.p.has_first_sample = 1;
+  held.p.first_sample = 100;
+  held.p.shard_index = 2;
+  held.p.shard_count = 3;
   ck_assert_int_eq(lukv_profile_slice(&tp.p, 0, 4, &e), LUKV_OK);
   ck_assert_int_eq(lukv_profile_slice(&held.p, 4, 9, &e), LUKV_OK);
   ck_assert_int_eq(tp.p.n_samples, 4);
   ck_assert_int_eq(held.p.n_samples, 5);
+  ck_assert(held.p.has_first_sample && held.p.first_sample == 104 && held.p.shard_count == 0);
   test_profile full;
   make_profile(&full, 3, 2, 32, 9, 41);
   const size_t per = 3 * 2 * 33;
