@@ -2,7 +2,7 @@
 """make_smollm2_tasks.py: a tasks.h5 (docs/formats.md §5) for lukv-eval on SmolLM2.
 
     .venv/bin/python tools/make_smollm2_tasks.py --gguf "$(scripts/fetch-smollm2)" \
-        -o build-h15/smollm2-tasks.h5 [--format plain|chat] [--niah 60] [--ppl 20]
+        -o build-h15/smollm2-tasks.h5 [--format plain|chat] [--niah 60] [--multikey 0 [--keys 4]] [--ppl 20]
 
 Haystacks are the token windows of data/corpora/smollm2-heldout.h5 (SmolLM2
 tokens of the evaluation half of the held-out split; the table in
@@ -21,6 +21,11 @@ of the reply. The answer is the 7 digit tokens. SmolLM2's tokenizer writes
 of its own and every digit is one token, so ending the question with the
 space token and making the answer the digits is exactly the tokenisation of
 the whole string.
+
+niah_multikey (--multikey N): the same with --keys needles (default 4) for
+as many different words at as many depths; the question asks for one of them
+(RULER's multikey: the others are distractors that a cache must not confuse
+with it).
 
 ppl: the context is the first --context-len tokens of a held-out window, the
 question empty, the answer the next 64 tokens (held-out perplexity under
@@ -67,6 +72,8 @@ def main():
     ap.add_argument("--format", choices=("plain", "chat"), default="plain")
     ap.add_argument("--context-len", type=int, default=2048)
     ap.add_argument("--niah", type=int, default=60)
+    ap.add_argument("--multikey", type=int, default=0)
+    ap.add_argument("--keys", type=int, default=4, help="needles per niah_multikey sample (>= 2)")
     ap.add_argument("--ppl", type=int, default=20)
     ap.add_argument("--ppl-every", type=int, default=3, help="one ppl sample after every K niah samples")
     ap.add_argument("--ppl-len", type=int, default=64)
@@ -74,6 +81,8 @@ def main():
     a = ap.parse_args()
     if a.seed < 1_000_000:
         sys.exit("make_smollm2_tasks: --seed must be >= 1000000")
+    if not 2 <= a.keys <= len(WORDS):
+        sys.exit(f"make_smollm2_tasks: --keys must be in [2, {len(WORDS)}]")
     T = a.context_len
     tok = load_tok(a.gguf)
     with h5py.File(a.heldout, "r") as f:
@@ -107,60 +116,99 @@ def main():
     else:
         prefix, post_s = [], ""
 
-    def niah(i):
-        rng = np.random.default_rng([a.seed, 1, i])
-        k = WORDS[rng.integers(len(WORDS))]
+    def number(rng):
         v = "".join(str(d) for d in rng.integers(0, 10, 7))
-        if v[0] == "0":
-            v = str(rng.integers(1, 10)) + v[1:]
-        needle = enc(tok, NEEDLE.format(k=k, v=v))
-        n_hay = T - len(prefix) - len(needle)
+        return str(rng.integers(1, 10)) + v[1:] if v[0] == "0" else v
+
+    def with_needles(i, rng, needles):
+        """[prefix] + haystack with the needles (token lists) inserted in order
+        after sentence ends at depths drawn in [0.05, 0.95]; exactly T tokens.
+        Returns the context and the needles' relative depths."""
+        n_hay = T - len(prefix) - sum(len(n) for n in needles)
         w = wins[i % W]
         start = int(rng.integers(0, len(w) - n_hay + 1))
         hay = list(w[start:start + n_hay])
-        depth = rng.uniform(0.05, 0.95)
-        want = int(depth * n_hay)
         cands = [j + 1 for j in range(n_hay - 1) if hay[j] in ends]
-        pos = min(cands, key=lambda j: abs(j - want)) if cands else want
-        ctx = prefix + hay[:pos] + needle + hay[pos:]
+        pos = []
+        for d in sorted(rng.uniform(0.05, 0.95, len(needles))):
+            want = int(d * n_hay)
+            free = [c for c in cands if c not in pos] if cands else []
+            pos.append(min(free, key=lambda j: abs(j - want)) if free else want)
+        pos.sort()
+        ctx, at = list(prefix), 0
+        for p, n in zip(pos, needles):
+            ctx += hay[at:p] + n
+            at = p
+        ctx += hay[at:]
         assert len(ctx) == T, len(ctx)
+        return ctx, [p / n_hay for p in pos]
+
+    def ask(q_plain, q_chat, a_chat, k):
         if a.format == "chat":
-            q = enc(tok, CHAT_Q.format(k=k) + post_s + CHAT_A.format(k=k))
-        else:
-            q = enc(tok, QUESTION.format(k=k))
+            return enc(tok, q_chat.format(k=k) + post_s + a_chat.format(k=k))
+        return enc(tok, q_plain.format(k=k))
+
+    def digits(v):
         ans = enc(tok, v)
         assert len(ans) == 7 and enc(tok, "Answer: " + v)[-7:] == ans
-        return ("niah_single", ctx, q, ans), pos / n_hay
+        return ans
+
+    def niah(i):
+        rng = np.random.default_rng([a.seed, 1, i])
+        k = WORDS[rng.integers(len(WORDS))]
+        v = number(rng)
+        ctx, d = with_needles(i, rng, [enc(tok, NEEDLE.format(k=k, v=v))])
+        return ("niah_single", ctx, ask(QUESTION, CHAT_Q, CHAT_A, k), digits(v)), d[0]
+
+    def multikey(i):
+        rng = np.random.default_rng([a.seed, 2, i])
+        keys = [WORDS[j] for j in rng.choice(len(WORDS), a.keys, replace=False)]
+        vals = [number(rng) for _ in keys]
+        ctx, d = with_needles(i + W // 3, rng, [enc(tok, NEEDLE.format(k=k, v=v)) for k, v in zip(keys, vals)])
+        j = int(rng.integers(a.keys))  # the needles stand in this order; ask for the j-th
+        return ("niah_multikey", ctx, ask(QUESTION, CHAT_Q, CHAT_A, keys[j]), digits(vals[j])), d[j]
 
     def ppl(j):
         w = wins[(W - 1 - j) % W]  # from the other end of the split than the niah haystacks
         return ("ppl", list(w[:T]), [], list(w[T:T + a.ppl_len]))
 
-    samples, depths, ni, pi = [], [], 0, 0
-    while ni < a.niah or pi < a.ppl:
-        for _ in range(a.ppl_every):
-            if ni < a.niah:
-                s, d = niah(ni)
-                samples.append(s), depths.append(d)
-                ni += 1
-        if pi < a.ppl:
+    # niah-type samples in turn (single, multikey), one ppl
+    # after every --ppl-every of them
+    queue, counts = [], {"niah": 0, "multikey": 0}
+    gens = (("niah", a.niah, niah), ("multikey", a.multikey, multikey))
+    while any(counts[n] < want for n, want, _ in gens):
+        for n, want, g in gens:
+            if counts[n] < want:
+                queue.append((g, counts[n]))
+                counts[n] += 1
+    samples, depths, pi = [], [], 0
+    for qi, (g, i) in enumerate(queue):
+        s, d = g(i)
+        samples.append(s), depths.append(d)
+        if (qi + 1) % a.ppl_every == 0 and pi < a.ppl:
             samples.append(ppl(pi))
             pi += 1
+    while pi < a.ppl:
+        samples.append(ppl(pi))
+        pi += 1
 
+    mk = f" + niah_multikey ({a.keys} keys)" if a.multikey else ""
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     tmp = a.output + ".tmp"
     with h5py.File(tmp, "w") as f:
         f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
                        tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
-                       source=f"niah_single ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}")
+                       source=f"niah_single{mk} ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}")
         f.create_dataset("task", data=[s[0] for s in samples], dtype=h5py.string_dtype())
         for i, name in enumerate(("context", "question", "answer"), start=1):
             parts = [np.asarray(s[i], np.int32) for s in samples]
             f[name] = np.concatenate(parts)
             f[name + "_offsets"] = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
     os.replace(tmp, a.output)
-    print(f"{a.output}: {len(samples)} samples ({a.niah} niah_single [{a.format}], {a.ppl} ppl), "
-          f"context {T}, needle depths {min(depths):.2f}..{max(depths):.2f}", file=sys.stderr)
+    print(f"{a.output}: {len(samples)} samples ({a.niah} niah_single, {a.multikey} niah_multikey "
+          f"[{a.keys} keys, {a.format}], {a.ppl} ppl), context {T}, "
+          f"needle depths {min(depths):.2f}..{max(depths):.2f}" if depths else f"{a.output}: {len(samples)} samples",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
