@@ -656,10 +656,14 @@ static int cmd_merge(int argc, char **argv) {
     o.mode = strdup(a->mode);
     o.utility = strdup(a->utility);
     o.n_samples = S;
-    /* the merged file: first_sample when every input has one (sorted by now),
-     * precision when every input has it, no shard */
-    o.has_first_sample = all_first;
-    o.first_sample = all_first ? a->first_sample : 0;
+    /* the merged file: first_sample when the inputs are one contiguous run of
+     * corpus samples (sorted by now; with a gap the file's samples would not
+     * be first_sample.. onwards), precision when every input has it, no shard */
+    int contiguous = all_first;
+    for (int i = 1; i < n && contiguous; i++)
+      contiguous = in[i].p.first_sample == in[i - 1].p.first_sample + in[i - 1].p.n_samples;
+    o.has_first_sample = contiguous;
+    o.first_sample = contiguous ? a->first_sample : 0;
     o.shard_index = o.shard_count = 0;
     o.precision = precision ? strdup(precision) : NULL;
     o.scorer_names = calloc((size_t)a->n_scorers, sizeof *o.scorer_names);

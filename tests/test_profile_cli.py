@@ -158,6 +158,20 @@ def main():
                     check(k in a_m and a_m[k].dtype == a_full[k].dtype
                           and a_m[k].tobytes() == a_full[k].tobytes(),
                           f"merge {name}: {k} not byte-for-byte equal to the unsharded run")
+        # shards with a gap between them merge, but the result claims no first_sample
+        sh3 = [os.path.join(tmp, f"shard{i}of3.h5") for i in (1, 3)]
+        for i, path in zip((1, 3), sh3):
+            rc, so, se = run("--model", MODEL, "--corpus", corpus, *SMALL, "--shard", f"{i}/3", "-o", path)
+            check(rc == 0, f"shard {i}/3: exit {rc}: {se.strip()}")
+        gap = os.path.join(tmp, "merged-gap.h5")
+        rc, so, se = run("merge", sh3[1], sh3[0], "-o", gap)
+        check(rc == 0, f"merge 1/3 + 3/3: exit {rc}: {se.strip()}")
+        if rc == 0:
+            with h5py.File(gap, "r") as f, h5py.File(sh3[0], "r") as g1:
+                check("first_sample" not in f.attrs and
+                      f["sample_context_len"].shape[0] == g1["sample_context_len"].shape[0]
+                      + h5py.File(sh3[1], "r")["sample_context_len"].shape[0],
+                      f"merge with a gap: {dict(f.attrs)}")
         # the same shard twice overlaps
         expect_error("merge of a shard with itself", ["merge", sh[0], sh[0], "-o",
                      os.path.join(tmp, "dup.h5")], os.path.join(tmp, "dup.h5"), needle="overlaps")
