@@ -96,6 +96,12 @@ static int check_config(const lukv_cache_config *c, lukv_error *e) {
                           "%s: the CUDA backend needs head_dim a multiple of 8 and <= 256, "
                           "not %d; use LUKV_BACKEND_CPU",
                           who, c->head_dim);
+  /* Its kernels put the B * Hkv segments of a layer on grid y. */
+  if (c->backend == LUKV_BACKEND_CUDA && (int64_t)c->batch * c->n_kv_heads > 65535)
+    return lukv_error_set(e, LUKV_ERR_UNSUPPORTED,
+                          "%s: the CUDA backend serves at most 65535 segments per layer, not "
+                          "batch %d x n_kv_heads %d = %lld; use a smaller batch",
+                          who, c->batch, c->n_kv_heads, (long long)c->batch * c->n_kv_heads);
 #endif
   if (c->backend != LUKV_BACKEND_CPU && c->backend != LUKV_BACKEND_CUDA)
     return lukv_error_set(e, LUKV_ERR_INVALID, "%s: unknown backend %d", who, (int)c->backend);

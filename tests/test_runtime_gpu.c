@@ -472,6 +472,17 @@ START_TEST(cuda_refusals) {
     ck_assert_ptr_null(c);
     ck_assert_str_ne(lukv_cache_errmsg(NULL), "");
   }
+  /* More segments per layer than grid y holds: refused before anything is allocated. */
+  cfg.head_dim = 8;
+  cfg.n_kv_heads = cfg.n_q_heads = 8;
+  cfg.batch = 8191; /* 65528 segments: fits */
+  ck_assert_msg(lukv_cache_create(&cfg, &c) == LUKV_OK, "%s", lukv_cache_errmsg(NULL));
+  lukv_cache_destroy(c);
+  cfg.batch = 8192; /* 65536 */
+  ck_assert_int_eq(lukv_cache_create(&cfg, &c), LUKV_ERR_UNSUPPORTED);
+  ck_assert_ptr_null(c);
+  ck_assert_ptr_nonnull(strstr(lukv_cache_errmsg(NULL), "65535 segments"));
+  cfg.n_kv_heads = cfg.n_q_heads = 1, cfg.batch = 1;
   /* Misaligned device pointers. */
   seed(500);
   const int32_t T[1] = {40};

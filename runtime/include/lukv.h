@@ -161,8 +161,9 @@ typedef struct lukv_cache lukv_cache;
 typedef enum lukv_backend_kind {
   LUKV_BACKEND_CPU = 0,  /* plain-C reference: host memory, single thread */
   LUKV_BACKEND_CUDA = 1  /* device memory (see "Backends" above); head_dim a multiple
-                          * of 8 and <= 256; LUKV_ERR_UNSUPPORTED in a build
-                          * without CUDA or with no usable device */
+                          * of 8 and <= 256, batch * n_kv_heads <= 65535;
+                          * LUKV_ERR_UNSUPPORTED in a build without CUDA or with
+                          * no usable device */
 } lukv_backend_kind;
 
 typedef enum lukv_kv_dtype {
@@ -201,8 +202,8 @@ void lukv_cache_config_init(lukv_cache_config *cfg);
  * Errors: LUKV_ERR_INVALID (NULL, a field out of range, Hq % Hkv != 0),
  * LUKV_ERR_TOO_LARGE (the worst-case layer would not be addressable),
  * LUKV_ERR_UNSUPPORTED (LUKV_BACKEND_CUDA in a build without CUDA, on a
- * machine without a usable device, or with a head_dim the kernels do not
- * take), LUKV_ERR_CUDA (a CUDA call failed), LUKV_ERR_NOMEM. */
+ * machine without a usable device, or with a head_dim or a batch * n_kv_heads
+ * the kernels do not take), LUKV_ERR_CUDA (a CUDA call failed), LUKV_ERR_NOMEM. */
 int lukv_cache_create(const lukv_cache_config *cfg, lukv_cache **out);
 
 /* Frees the cache and all its segment storage; NULL is a no-op. */
