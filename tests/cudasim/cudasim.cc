@@ -115,18 +115,26 @@ bool in_device(const void *p, size_t n) {
  * faults; here all memory is host memory and it would silently work. So under
  * ASan every allocation is poisoned while no device work runs, and device
  * work (a kernel, a copy, a memset, cuBLAS, CUB: everything goes through
- * device_scope) unpoisons them all for its duration. A host access is then
- * an ASan use-after-poison report with the host's stack, and report_hint
- * says what it means. */
+ * device_scope) unpoisons them for its duration. A host access is then an
+ * ASan use-after-poison report with the host's stack, and report_hint says
+ * what it means.
+ *
+ * Only the first POISON_BYTES of each allocation are poisoned (all of a
+ * smaller one): the toggle runs twice per launch, and poisoning a model's
+ * hundreds of MB at every launch made the SmolLM2 test several times slower.
+ * The bugs this is for read a small result (a counter, a flag, a scalar) or
+ * walk a buffer from its start, and those land in the poisoned part. */
 int device_depth = 0;
+const size_t POISON_BYTES = 4096;
 
 void poison_allocations(bool poison) {
 #ifdef CUDASIM_ASAN
   for (const auto &a : allocations) {
+    const size_t n = a.second < POISON_BYTES ? a.second : POISON_BYTES;
     if (poison)
-      __asan_poison_memory_region((const void *)a.first, a.second);
+      __asan_poison_memory_region((const void *)a.first, n);
     else
-      __asan_unpoison_memory_region((const void *)a.first, a.second);
+      __asan_unpoison_memory_region((const void *)a.first, n);
   }
 #else
   (void)poison;
@@ -708,7 +716,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   memset(m, 0xff, bytes);
   allocations[(uintptr_t)m] = bytes;
 #ifdef CUDASIM_ASAN
-  if (device_depth == 0) __asan_poison_memory_region(m, bytes);
+  if (device_depth == 0) __asan_poison_memory_region(m, bytes < POISON_BYTES ? bytes : POISON_BYTES);
 #endif
   *p = m;
   return cudaSuccess;

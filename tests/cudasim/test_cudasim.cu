@@ -263,6 +263,12 @@ START_TEST(test_device_memory_poisoned_on_host) {
   ck_assert(!__asan_address_is_poisoned(h));
   cudaFree(a);
   cudaFree(b);
+  /* A large allocation: its first 4 KiB (what a host read of a result or a
+   * walk from the start touches first). */
+  char *big = dev_alloc<char>(1 << 20);
+  ck_assert(__asan_address_is_poisoned(big) && __asan_address_is_poisoned(big + 4095));
+  cudaFree(big);
+  ck_assert(!__asan_region_is_poisoned(h, sizeof h));
 }
 END_TEST
 
