@@ -6,8 +6,8 @@
  * often is), tracked so that copies, kernel arguments, cuBLAS and CUB can
  * check that their device pointers lie in an allocation. Under ASan the
  * allocations are poisoned while no device work runs, so that host code
- * touching device memory is reported as it would fault on a GPU. Streams: every operation runs when it is issued (a stream is
- * only a label), except on a stream being captured, where it is recorded into
+ * touching device memory is reported, as it would fault on a GPU. Streams:
+ * every operation runs when it is issued (a stream is only a label), except on a stream being captured, where it is recorded into
  * the graph and runs at each cudaGraphLaunch. Kernels: the blocks of a grid
  * run one after another; the threads of a block are fibers (ucontext) that
  * run in a shuffled order (CUDASIM_SCHEDULE) until each waits at a barrier;
@@ -127,18 +127,20 @@ bool in_device(const void *p, size_t n) {
 int device_depth = 0;
 const size_t POISON_BYTES = 4096;
 
-void poison_allocations(bool poison) {
+void set_poison(uintptr_t base, size_t bytes, bool poison) {
 #ifdef CUDASIM_ASAN
-  for (const auto &a : allocations) {
-    const size_t n = a.second < POISON_BYTES ? a.second : POISON_BYTES;
-    if (poison)
-      __asan_poison_memory_region((const void *)a.first, n);
-    else
-      __asan_unpoison_memory_region((const void *)a.first, n);
-  }
+  const size_t n = bytes < POISON_BYTES ? bytes : POISON_BYTES;
+  if (poison)
+    __asan_poison_memory_region((const void *)base, n);
+  else
+    __asan_unpoison_memory_region((const void *)base, n);
 #else
-  (void)poison;
+  (void)base, (void)bytes, (void)poison;
 #endif
+}
+
+void poison_allocations(bool poison) {
+  for (const auto &a : allocations) set_poison(a.first, a.second, poison);
 }
 
 struct device_scope {
@@ -715,9 +717,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   if (posix_memalign(&m, 256, bytes) != 0) return ret(cudaErrorMemoryAllocation);
   memset(m, 0xff, bytes);
   allocations[(uintptr_t)m] = bytes;
-#ifdef CUDASIM_ASAN
-  if (device_depth == 0) __asan_poison_memory_region(m, bytes < POISON_BYTES ? bytes : POISON_BYTES);
-#endif
+  if (device_depth == 0) set_poison((uintptr_t)m, bytes, true);
   *p = m;
   return cudaSuccess;
 }
@@ -730,9 +730,7 @@ cudaError_t cudaFree(void *p) {
     fprintf(stderr, "cudasim: cudaFree(%p): not a pointer cudaMalloc returned\n", p);
     return ret(cudaErrorInvalidValue);
   }
-#ifdef CUDASIM_ASAN
-  __asan_unpoison_memory_region(p, it->second);
-#endif
+  set_poison(it->first, it->second, false);
   allocations.erase(it);
   free(p);
   return cudaSuccess;
