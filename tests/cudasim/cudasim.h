@@ -38,6 +38,16 @@
 #include <type_traits>
 #include <utility>
 
+/* Built with ASan (g++ or clang): cudasim.cc then poisons device memory
+ * between device work, and tests can check it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CUDASIM_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDASIM_ASAN 1
+#endif
+#endif
+
 /* ---- qualifiers ---------------------------------------------------------- */
 #undef __global__
 #undef __device__

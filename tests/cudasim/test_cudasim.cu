@@ -18,14 +18,7 @@
 
 #include <cub/device/device_segmented_radix_sort.cuh>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifdef TEST_ASAN
+#ifdef CUDASIM_ASAN /* cudasim.h, force-included */
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -247,7 +240,7 @@ START_TEST(test_host_pointer_to_cub_aborts) {
 }
 END_TEST
 
-#ifdef TEST_ASAN
+#ifdef CUDASIM_ASAN
 /* Under ASan, device memory is poisoned while no device work runs: kernels,
  * copies, memsets and cuBLAS reach it, host code does not. */
 START_TEST(test_device_memory_poisoned_on_host) {
@@ -453,7 +446,7 @@ int main(void) {
   tcase_add_test_raise_signal(tc, test_host_pointer_to_kernel_aborts, SIGABRT);
   tcase_add_test_raise_signal(tc, test_host_pointer_to_cublas_aborts, SIGABRT);
   tcase_add_test_raise_signal(tc, test_host_pointer_to_cub_aborts, SIGABRT);
-#ifdef TEST_ASAN
+#ifdef CUDASIM_ASAN
   tcase_add_test(tc, test_device_memory_poisoned_on_host);
   tcase_add_test_raise_signal(tc, test_host_read_of_device_memory_aborts, SIGABRT);
 #endif
