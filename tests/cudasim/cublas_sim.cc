@@ -83,9 +83,13 @@ void check_operands(const char *who, const void *A, const void *B, const void *C
   ::cudasim::check_device_pointer(who, "matrix", 2, C);
 }
 
-cublasStatus_t run(cublasHandle_t h, std::function<void()> work) {
-  return ::cudasim::enqueue(h->stream, "cublas", std::move(work)) == cudaSuccess ? CUBLAS_STATUS_SUCCESS
-                                                                                   : CUBLAS_STATUS_EXECUTION_FAILED;
+/* Runs on the handle's stream; A and B are read, C written. */
+cublasStatus_t run(cublasHandle_t h, const char *who, const void *A, const void *B, const void *C,
+                   std::function<void()> work) {
+  ::cudasim::access_list accesses{{A, false, who}, {B, false, who}, {C, true, who}};
+  return ::cudasim::enqueue(h->stream, who, std::move(work), std::move(accesses)) == cudaSuccess
+             ? CUBLAS_STATUS_SUCCESS
+             : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
 }  // namespace
@@ -137,7 +141,7 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
   if (cublasStatus_t e = check_dims(ta, tb, m, n, k, lda, ldb, ldc)) return e;
   check_operands("cublasSgemmStridedBatched", A, B, C);
   const float al = *alpha, be = *beta;
-  return run(h, [=]() { gemm(ta, tb, m, n, k, al, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, be, C, CUDA_R_32F, ldc, sc, batch); });
+  return run(h, "cublasSgemmStridedBatched", A, B, C, [=]() { gemm(ta, tb, m, n, k, al, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, be, C, CUDA_R_32F, ldc, sc, batch); });
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -155,7 +159,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
   if (cublasStatus_t e = check_dims(ta, tb, m, n, k, lda, ldb, ldc)) return e;
   check_operands("cublasGemmEx", A, B, C);
   const float al = *(const float *)alpha, be = *(const float *)beta;
-  return run(h, [=]() { gemm(ta, tb, m, n, k, al, A, at, lda, 0, B, bt, ldb, 0, be, C, ct, ldc, 0, 1); });
+  return run(h, "cublasGemmEx", A, B, C, [=]() { gemm(ta, tb, m, n, k, al, A, at, lda, 0, B, bt, ldb, 0, be, C, ct, ldc, 0, 1); });
 }
 
 }  // extern "C"

@@ -7,11 +7,14 @@
  * check that their device pointers lie in an allocation. Under ASan the
  * allocations are poisoned while no device work runs, so that host code
  * touching device memory is reported, as it would fault on a GPU. Streams:
- * every operation runs when it is issued (a stream is only a label), except on a stream being captured, where it is recorded into
- * the graph and runs at each cudaGraphLaunch. Kernels: the blocks of a grid
- * run one after another; the threads of a block are fibers (ucontext) that
- * run in a shuffled order (CUDASIM_SCHEDULE) until each waits at a barrier;
- * warps waiting at a collective go on one at a time (pick_warp).
+ * every operation runs when it is issued, except on a stream being captured,
+ * where it is recorded into the graph and runs at each cudaGraphLaunch; what
+ * a GPU might overlap is found by checking each operation's order against
+ * the last ones that touched its allocations ("stream order" below).
+ * Kernels: the blocks of a grid run one after another; the threads of a
+ * block are fibers (ucontext) that run in a shuffled order
+ * (CUDASIM_SCHEDULE) until each waits at a barrier; warps waiting at a
+ * collective go on one at a time (pick_warp).
  *
  * One host thread at a time: this is a test harness, not a runtime. */
 #include "cudasim.h"
@@ -52,21 +55,32 @@ asm(".text\n"
     ".size cudasim_switch, .-cudasim_switch\n");
 #endif
 
+/* Vector clock of the stream-order check: entry i counts the operations of
+ * stream i known to have completed (or, for a stream's own entry, issued). */
+typedef std::vector<unsigned long long> vclock;
+
 struct CUstream_st {
   unsigned flags;
   bool capturing, invalidated;
   cudaStreamCaptureMode mode;
   struct CUgraph_st *graph;
+  int id; /* 1, 2, ... in creation order; 0 is the legacy stream */
+  vclock clock;
+};
+struct graph_node {
+  std::function<void()> work;
+  cudasim::access_list accesses;
 };
 struct CUgraph_st {
-  std::vector<std::function<void()>> nodes;
+  std::vector<graph_node> nodes;
 };
 struct CUgraphExec_st {
-  std::vector<std::function<void()>> nodes;
+  std::vector<graph_node> nodes;
 };
 struct CUevent_st {
   double ms; /* host clock when the record ran */
   bool recorded;
+  vclock clock; /* what a wait on the event learns */
 };
 
 namespace cudasim {
@@ -91,17 +105,32 @@ cudaError_t ret(cudaError_t e) {
 }
 
 /* ---- allocations ------------------------------------------------------------ */
-std::map<uintptr_t, size_t> allocations; /* base -> bytes */
+/* The last operations that touched an allocation, for the stream-order check:
+ * the last write and, per stream, the last read since that write. */
+struct stream_op {
+  int stream;
+  unsigned long long tick; /* the stream's clock entry for that operation */
+  const char *who;
+};
+struct allocation {
+  uintptr_t base;
+  size_t bytes;
+  stream_op write;
+  std::vector<stream_op> reads;
+};
+std::map<uintptr_t, allocation> allocations; /* by base address */
 
-/* Is [p, p + n) inside one cudaMalloc allocation? (n = 0: p may be the
+/* The allocation that [p, p + n) lies in, or null. (n = 0: p may be the
  * allocation's end, as a pointer past the last element may.) */
-bool in_device(const void *p, size_t n) {
+allocation *find_allocation(const void *p, size_t n) {
   const uintptr_t a = (uintptr_t)p;
   auto it = allocations.upper_bound(a);
-  if (it == allocations.begin()) return false;
+  if (it == allocations.begin()) return nullptr;
   --it;
-  return a >= it->first && a + n <= it->first + it->second;
+  return a >= it->first && a + n <= it->first + it->second.bytes ? &it->second : nullptr;
 }
+
+bool in_device(const void *p, size_t n) { return find_allocation(p, n) != nullptr; }
 
 /* ---- device residency -----------------------------------------------------------
  * On a GPU, host code that reads or writes through a cudaMalloc pointer
@@ -133,7 +162,7 @@ void set_poison(uintptr_t base, size_t bytes, bool poison) {
 }
 
 void poison_allocations(bool poison) {
-  for (const auto &a : allocations) set_poison(a.first, a.second, poison);
+  for (const auto &a : allocations) set_poison(a.first, a.second.bytes, poison);
 }
 
 struct device_scope {
@@ -158,10 +187,119 @@ struct install_report_hint {
 } install_report_hint_now;
 #endif
 
-/* ---- streams and capture ------------------------------------------------------ */
+/* ---- stream order ----------------------------------------------------------------
+ * On a GPU, operations on different streams run concurrently unless something
+ * orders them; here everything runs when issued, so a missing
+ * synchronisation between streams would never show. So every operation is
+ * checked against the last ones that touched the same allocations: a write
+ * and an earlier read or write on another stream, or a read and an earlier
+ * write on another stream, must be ordered by a happens-before chain, else
+ * the run aborts naming both operations and streams. Happens-before is
+ * tracked with vector clocks (one entry per stream):
+ *  - an operation follows everything the host knew to be complete when it
+ *    was issued, and everything issued earlier on its stream;
+ *  - the legacy stream (0) waits for the earlier work of every blocking
+ *    stream, and a blocking stream's work waits for earlier legacy work;
+ *  - the host learns a stream's clock at cudaStreamSynchronize, an event's
+ *    at cudaEventSynchronize, every stream's at cudaDeviceSynchronize and
+ *    cudaFree (which synchronises the device), the legacy stream's at the
+ *    end of a synchronous cudaMemcpy, and the copy stream's at the end of a
+ *    cudaMemcpyAsync to host memory (pageable, as all host memory here is:
+ *    that copy returns when it is done).
+ * An allocation is the unit: two streams writing disjoint halves of one
+ * buffer would be reported. Work recorded in a graph is checked when the
+ * graph is launched, as work of the stream it is launched on. */
+vclock host_clock;    /* what the host knows to be complete */
+vclock legacy_clock;  /* the legacy stream's own clock */
+vclock retired_clock; /* destroyed streams' clocks: a device sync waits for them too */
+int next_stream_id = 1;
+
+void join(vclock &into, const vclock &from) {
+  if (into.size() < from.size()) into.resize(from.size(), 0);
+  for (size_t i = 0; i < from.size(); i++)
+    if (from[i] > into[i]) into[i] = from[i];
+}
+
+unsigned long long entry(const vclock &c, int i) { return (size_t)i < c.size() ? c[i] : 0; }
+
 std::set<cudaStream_t> streams;
 
 bool is_legacy(cudaStream_t s) { return s == 0 || s == cudaStreamLegacy || s == cudaStreamPerThread; }
+
+vclock &clock_of(cudaStream_t s) { return is_legacy(s) ? legacy_clock : s->clock; }
+
+void host_waits_for(cudaStream_t s) { join(host_clock, clock_of(s)); }
+
+void host_waits_for_device() {
+  join(host_clock, legacy_clock);
+  join(host_clock, retired_clock);
+  for (cudaStream_t s : streams) join(host_clock, s->clock);
+}
+
+std::string stream_name(int id) {
+  if (id == 0) return "the legacy default stream";
+  for (cudaStream_t s : streams)
+    if (s->id == id) return "stream #" + std::to_string(id) + ((s->flags & cudaStreamNonBlocking) ? " (non-blocking)" : " (blocking)");
+  return "stream #" + std::to_string(id) + " (destroyed)";
+}
+
+[[noreturn]] void report_race(const access &a, int stream, const stream_op &earlier, bool earlier_wrote) {
+  const allocation *al = find_allocation(a.p, 1);
+  fprintf(stderr,
+          "cudasim: stream-order race: %s on %s %s the allocation at %p (%zu bytes), which %s on %s %s earlier, "
+          "and nothing orders the two (no cudaStreamSynchronize, cudaDeviceSynchronize, event wait or "
+          "legacy-stream dependency between them): on a GPU they may run at the same time\n",
+          a.who, stream_name(stream).c_str(), a.write ? "writes" : "reads", (void *)al->base, al->bytes,
+          earlier.who, stream_name(earlier.stream).c_str(), earlier_wrote ? "wrote" : "read");
+  fflush(stderr);
+  abort();
+}
+
+/* Stamps one operation of stream `s` that touches `accesses`: orders it after
+ * what it waits for, checks it against the allocations' last operations,
+ * and records it in them. */
+void order_operation(cudaStream_t s, const access_list &accesses) {
+  vclock &c = clock_of(s);
+  const int id = is_legacy(s) ? 0 : s->id;
+  join(c, host_clock);
+  if (is_legacy(s)) {
+    for (cudaStream_t b : streams)
+      if (!(b->flags & cudaStreamNonBlocking)) join(c, b->clock);
+  } else if (!(s->flags & cudaStreamNonBlocking)) {
+    join(c, legacy_clock);
+  }
+  if (c.size() <= (size_t)id) c.resize(id + 1, 0);
+  const unsigned long long tick = ++c[id];
+  for (const access &a : accesses) {
+    allocation *al = find_allocation(a.p, 1);
+    if (!al) continue; /* null, or the end of an allocation: nothing touched */
+    const stream_op &w = al->write;
+    if (w.who && w.stream != id && entry(c, w.stream) < w.tick) report_race(a, id, w, true);
+    if (a.write)
+      for (const stream_op &r : al->reads)
+        if (r.stream != id && entry(c, r.stream) < r.tick) report_race(a, id, r, false);
+  }
+  for (const access &a : accesses) {
+    allocation *al = find_allocation(a.p, 1);
+    if (!al) continue;
+    if (a.write) {
+      /* Any later operation ordered after this write is ordered after the
+       * reads it was checked against: they need not be kept. */
+      al->write = stream_op{id, tick, a.who};
+      al->reads.clear();
+    }
+  }
+  for (const access &a : accesses) {
+    allocation *al = find_allocation(a.p, 1);
+    if (!al || a.write) continue;
+    bool found = false;
+    for (stream_op &r : al->reads)
+      if (r.stream == id) r = stream_op{id, tick, a.who}, found = true;
+    if (!found) al->reads.push_back(stream_op{id, tick, a.who});
+  }
+}
+
+/* ---- stream capture ------------------------------------------------------------ */
 
 /* Captures in a mode that forbids "potentially unsafe" calls on this thread. */
 bool strict_capture_active() {
@@ -504,12 +642,12 @@ bool warp_memo(size_t bytes, void **buf) {
 
 /* ---- launches and host work --------------------------------------------------- */
 
-cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> work) {
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> work, access_list accesses) {
   (void)what;
   if (!is_legacy(stream) && !streams.count(stream)) return ret(cudaErrorInvalidResourceHandle);
   if (!is_legacy(stream) && stream->capturing) {
     if (stream->invalidated) return ret(cudaErrorStreamCaptureInvalidated);
-    stream->graph->nodes.push_back(std::move(work));
+    stream->graph->nodes.push_back(graph_node{std::move(work), std::move(accesses)});
     return cudaSuccess;
   }
   if (is_legacy(stream)) {
@@ -521,6 +659,7 @@ cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()>
         return ret(cudaErrorStreamCaptureImplicit);
       }
   }
+  order_operation(stream, accesses);
   device_scope on_device;
   work();
   return cudaSuccess;
@@ -536,7 +675,16 @@ void check_device_pointer(const char *who, const char *what, int index, const vo
   fatal(msg, nullptr);
 }
 
-void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> body) {
+void scan_struct_param(const char *kernel, const void *bytes, size_t n, access_list &accesses) {
+  for (size_t o = 0; o + sizeof(uintptr_t) <= n; o += alignof(void *)) {
+    uintptr_t w;
+    memcpy(&w, (const char *)bytes + o, sizeof w);
+    if (w && find_allocation((const void *)w, 1)) accesses.push_back({(const void *)w, true, kernel});
+  }
+}
+
+void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> body,
+            access_list accesses) {
   const unsigned long long threads = (unsigned long long)c.block.x * c.block.y * c.block.z;
   if (!c.grid.x || !c.grid.y || !c.grid.z || !threads || threads > 1024 || c.block.z > 64 || c.grid.y > 65535 ||
       c.grid.z > 65535 || c.grid.x > 2147483647u) {
@@ -557,7 +705,7 @@ void submit(const char *name, const void *kernel, const launch_config &c, std::f
   }
   const dim3 g = c.grid, b = c.block;
   const size_t smem = c.smem;
-  enqueue(c.stream, name, [name, g, b, smem, body]() { run_grid(name, g, b, smem, body); });
+  enqueue(c.stream, name, [name, g, b, smem, body]() { run_grid(name, g, b, smem, body); }, std::move(accesses));
 }
 
 }  // namespace cudasim
@@ -709,7 +857,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   void *m = nullptr;
   if (posix_memalign(&m, 256, bytes) != 0) return ret(cudaErrorMemoryAllocation);
   memset(m, 0xff, bytes);
-  allocations[(uintptr_t)m] = bytes;
+  allocations[(uintptr_t)m] = allocation{(uintptr_t)m, bytes, stream_op{0, 0, nullptr}, {}};
   if (device_depth == 0) set_poison((uintptr_t)m, bytes, true);
   *p = m;
   return cudaSuccess;
@@ -723,7 +871,8 @@ cudaError_t cudaFree(void *p) {
     fprintf(stderr, "cudasim: cudaFree(%p): not a pointer cudaMalloc returned\n", p);
     return ret(cudaErrorInvalidValue);
   }
-  set_poison(it->first, it->second, false);
+  host_waits_for_device(); /* cudaFree synchronises the device */
+  set_poison(it->first, it->second.bytes, false);
   allocations.erase(it);
   free(p);
   return cudaSuccess;
@@ -766,40 +915,61 @@ static cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKi
   return cudaSuccess;
 }
 
+/* What a copy touches on the device: its source and destination, where they
+ * are device memory. */
+static access_list copy_accesses(void *dst, const void *src, size_t n, const char *who) {
+  access_list a;
+  if (n && in_device(src, n)) a.push_back({src, false, who});
+  if (n && in_device(dst, n)) a.push_back({dst, true, who});
+  return a;
+}
+
+/* A synchronous copy is legacy-stream work that the host waits for. */
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
   if (cudaError_t e = unsafe_call()) return ret(e);
   if (cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpy")) return e;
-  device_scope on_device;
-  if (n) memmove(dst, src, n);
+  if (cudaError_t e = enqueue(0, "cudaMemcpy", [dst, src, n]() {
+        if (n) memmove(dst, src, n);
+      }, copy_accesses(dst, src, n, "cudaMemcpy")))
+    return e;
+  host_waits_for(0);
   return cudaSuccess;
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
   if (cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpyAsync")) return e;
-  return enqueue(s, "cudaMemcpyAsync", [dst, src, n]() {
-    if (n) memmove(dst, src, n);
-  });
+  const bool capturing = !is_legacy(s) && streams.count(s) && s->capturing;
+  if (cudaError_t e = enqueue(s, "cudaMemcpyAsync", [dst, src, n]() {
+        if (n) memmove(dst, src, n);
+      }, copy_accesses(dst, src, n, "cudaMemcpyAsync")))
+    return e;
+  /* To pageable host memory (all host memory here) the copy returns when it
+   * is done. */
+  if (kind == cudaMemcpyDeviceToHost && !capturing) host_waits_for(s);
+  return cudaSuccess;
 }
 
+/* Asynchronous with respect to the host, on the legacy stream. */
 cudaError_t cudaMemset(void *p, int value, size_t n) {
   if (cudaError_t e = unsafe_call()) return ret(e);
   if (n && !in_device(p, n)) return ret(cudaErrorInvalidValue);
-  device_scope on_device;
-  if (n) memset(p, value, n);
-  return cudaSuccess;
+  return enqueue(0, "cudaMemset", [p, value, n]() {
+    if (n) memset(p, value, n);
+  }, access_list{{p, true, "cudaMemset"}});
 }
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
   if (n && !in_device(p, n)) return ret(cudaErrorInvalidValue);
   return enqueue(s, "cudaMemsetAsync", [p, value, n]() {
     if (n) memset(p, value, n);
-  });
+  }, access_list{{p, true, "cudaMemsetAsync"}});
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
   if (!s) return ret(cudaErrorInvalidValue);
   cudaStream_t st = new CUstream_st();
   st->flags = flags;
+  st->id = next_stream_id++;
   streams.insert(st);
   *s = st;
   return cudaSuccess;
@@ -810,6 +980,8 @@ cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (is_legacy(s) || !streams.count(s)) return ret(cudaErrorInvalidResourceHandle);
   if (s->capturing) return ret(cudaErrorStreamCaptureUnsupported);
+  /* Destroying does not wait for the stream's work; a device sync does. */
+  join(retired_clock, s->clock);
   streams.erase(s);
   delete s;
   return cudaSuccess;
@@ -824,11 +996,13 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (is_legacy(s)) {
     if (cudaError_t e = unsafe_call()) return ret(e);
   }
+  host_waits_for(s);
   return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
   if (cudaError_t e = unsafe_call()) return ret(e);
+  host_waits_for_device();
   return cudaSuccess;
 }
 
@@ -879,17 +1053,19 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsig
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (!exec) return ret(cudaErrorInvalidValue);
-  std::vector<std::function<void()>> *nodes = &exec->nodes;
+  std::vector<graph_node> *nodes = &exec->nodes;
+  access_list accesses;
+  for (const graph_node &n : *nodes) accesses.insert(accesses.end(), n.accesses.begin(), n.accesses.end());
   return enqueue(s, "cudaGraphLaunch", [nodes]() {
-    for (auto &n : *nodes) n();
-  });
+    for (auto &n : *nodes) n.work();
+  }, std::move(accesses));
 }
 
 /* Events time the emulator's host clock: only for running code that times
  * itself (the benchmarks, as smoke tests); the figures mean nothing. */
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
   if (!e) return ret(cudaErrorInvalidValue);
-  *e = new CUevent_st{0.0, false};
+  *e = new CUevent_st{0.0, false, {}};
   return cudaSuccess;
 }
 
@@ -905,15 +1081,23 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return ret(cudaErrorInvalidResourceHandle);
-  return enqueue(s, "cudaEventRecord", [e]() {
+  const cudaError_t r = enqueue(s, "cudaEventRecord", [e]() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     e->ms = 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
     e->recorded = true;
-  });
+  }, {});
+  /* A record inside a capture orders nothing here: it is not emulated as a
+   * graph dependency. */
+  if (r == cudaSuccess && (is_legacy(s) || !s->capturing)) e->clock = clock_of(s);
+  return r;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return ret(cudaErrorInvalidResourceHandle);
+  join(host_clock, e->clock);
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   if (!ms || !a || !b) return ret(cudaErrorInvalidValue);
@@ -925,7 +1109,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
   if (!free_bytes || !total) return ret(cudaErrorInvalidValue);
   size_t used = 0;
-  for (const auto &a : allocations) used += a.second;
+  for (const auto &a : allocations) used += a.second.bytes;
   *total = (size_t)80 << 30;
   *free_bytes = used < *total ? *total - used : 0;
   return cudaSuccess;

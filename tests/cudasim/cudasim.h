@@ -14,7 +14,8 @@
  * __syncthreads shows up because threads run in a shuffled order between
  * barriers, a barrier not reached by all threads is a reported deadlock),
  * launch configurations (dimensions, dynamic shared memory above 48 KiB
- * without cudaFuncSetAttribute), stream capture rules, and, under ASan,
+ * without cudaFuncSetAttribute), stream capture rules, work on two streams
+ * that nothing orders touching one allocation, and, under ASan,
  * every out-of-bounds access to global or shared memory. What it cannot
  * check: timing, registers, memory-model races between blocks. Host code
  * that dereferences a device pointer is caught under ASan only (cudasim.cc
@@ -37,6 +38,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 /* Built with ASan (g++ or clang): cudasim.cc then poisons device memory
  * between device work, and tests can check it. */
@@ -89,18 +91,42 @@ struct launch_config {
   launch_config(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = 0) : grid(g), block(b), smem(s), stream(st) {}
 };
 
+/* One allocation that a piece of device work reads or may write, named by
+ * `who` (a kernel, copy or library call), for the stream-order check: two
+ * operations on different streams that touch the same allocation, at least
+ * one writing, must be ordered by a synchronisation (cudasim.cc,
+ * "stream order"). A kernel's pointer parameter to const is a read, any
+ * other pointer parameter a possible write. */
+struct access {
+  const void *p;
+  bool write;
+  const char *who;
+};
+typedef std::vector<access> access_list;
+
 /* Validates the configuration, then runs the grid now or, while `stream` is
  * being captured, records it in the graph. Errors go to cudaGetLastError. */
-void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> thread_body);
+void submit(const char *name, const void *kernel, const launch_config &c, std::function<void()> thread_body,
+            access_list accesses);
 
 /* A pointer that device work is given must be null or point into (or just
  * past) one cudaMalloc allocation: a host pointer faults on a GPU, so here it
  * aborts naming `who` (a kernel, a cuBLAS or a CUB call) and which argument. */
 void check_device_pointer(const char *who, const char *what, int index, const void *p);
 
+/* A struct passed by value may hold device pointers: every aligned word of
+ * it that points into an allocation is taken as a possible write (the
+ * field's constness is not known here). */
+void scan_struct_param(const char *kernel, const void *bytes, size_t n, access_list &accesses);
+
 template <class T>
-void check_kernel_param(const char *kernel, int index, const T &v) {
-  if constexpr (std::is_pointer<T>::value) check_device_pointer(kernel, "argument", index, (const void *)v);
+void check_kernel_param(const char *kernel, int index, const T &v, access_list &accesses) {
+  if constexpr (std::is_pointer<T>::value) {
+    check_device_pointer(kernel, "argument", index, (const void *)v);
+    if (v) accesses.push_back({(const void *)v, !std::is_const<typename std::remove_pointer<T>::type>::value, kernel});
+  } else if constexpr (std::is_class<T>::value && std::is_trivially_copyable<T>::value) {
+    scan_struct_param(kernel, &v, sizeof v, accesses);
+  }
 }
 
 template <typename... P, typename... A>
@@ -109,16 +135,17 @@ void launch_kernel(const char *name, void (*kernel)(P...), const launch_config &
   /* Arguments are converted to the parameter types and copied now, as a
    * launch does: a captured graph replays them by value. */
   std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
-  std::apply([name](const auto &...p) {
+  access_list accesses;
+  std::apply([name, &accesses](const auto &...p) {
     int i = 0;
-    (check_kernel_param(name, i++, p), ...);
+    (check_kernel_param(name, i++, p, accesses), ...);
   }, params);
-  submit(name, (const void *)kernel, c, [kernel, params]() { std::apply(kernel, params); });
+  submit(name, (const void *)kernel, c, [kernel, params]() { std::apply(kernel, params); }, std::move(accesses));
 }
 
 /* Host-side enqueue of work that is not a kernel (cuBLAS, CUB device-wide
  * calls): runs now, or is recorded while `stream` is captured. */
-cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> work);
+cudaError_t enqueue(cudaStream_t stream, const char *what, std::function<void()> work, access_list accesses);
 
 }  // namespace cudasim
 

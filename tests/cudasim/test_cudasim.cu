@@ -1,7 +1,8 @@
 /* cudasim's own tests: the emulator must run correct CUDA exactly and make
  * the classic mistakes visible (a missing barrier, a barrier not every thread
  * reaches, a bad launch, an unsafe call inside a stream capture, a host
- * pointer given to device code, host code touching device memory), and its
+ * pointer given to device code, host code touching device memory, work on
+ * two streams touching one buffer with nothing ordering it), and its
  * CUB, wmma and cuBLAS stand-ins must follow the documented semantics.
  * Built only with -Dcudasim=true (this file goes through translate.py like
  * the project's kernels); suite cudasim. */
@@ -321,6 +322,123 @@ START_TEST(test_capture_and_replay) {
 }
 END_TEST
 
+/* ---- stream order ---------------------------------------------------------------- */
+
+__global__ void fill_k(int *out, int v, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = v;
+}
+
+cudaStream_t new_stream(unsigned flags) {
+  cudaStream_t s = nullptr;
+  ck_assert_int_eq(cudaStreamCreateWithFlags(&s, flags), cudaSuccess);
+  return s;
+}
+
+/* Work on two streams that touches the same allocation, ordered in each of
+ * the ways CUDA offers: no report, and the results are right. */
+START_TEST(test_stream_order_synchronised) {
+  int *a = dev_alloc<int>(64), *b = dev_alloc<int>(64), *c = dev_alloc<int>(64), h[64];
+  cudaStream_t s1 = new_stream(cudaStreamNonBlocking), s2 = new_stream(cudaStreamNonBlocking);
+  cudaStream_t blocking = new_stream(cudaStreamDefault);
+  /* A stream synchronisation between the writer and the reader. */
+  fill_k<<<1, 64, 0, s1>>>(a, 7, 64);
+  ck_assert_int_eq(cudaStreamSynchronize(s1), cudaSuccess);
+  copy_k<<<1, 64, 0, s2>>>(a, b, 64);
+  /* Two streams reading the same buffer at once (a const parameter) is fine. */
+  copy_k<<<1, 64, 0, s1>>>(a, c, 64);
+  /* An event the host waits for. */
+  cudaEvent_t ev;
+  ck_assert_int_eq(cudaEventCreate(&ev), cudaSuccess);
+  ck_assert_int_eq(cudaEventRecord(ev, s2), cudaSuccess);
+  ck_assert_int_eq(cudaEventSynchronize(ev), cudaSuccess);
+  fill_k<<<1, 64, 0, s1>>>(a, 9, 64); /* after s2's read of a, through the event */
+  /* A copy to the host returns when it is done. */
+  ck_assert_int_eq(cudaMemcpyAsync(h, b, sizeof h, cudaMemcpyDeviceToHost, s2), cudaSuccess);
+  for (int i = 0; i < 64; i++) ck_assert_int_eq(h[i], 8);
+  fill_k<<<1, 64, 0, s1>>>(b, 1, 64);
+  /* A blocking stream and the legacy stream wait for each other. */
+  ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+  fill_k<<<1, 64, 0, blocking>>>(c, 3, 64);
+  ck_assert_int_eq(cudaMemset(c, 0, 64 * sizeof(int)), cudaSuccess);
+  fill_k<<<1, 64, 0, blocking>>>(c, 4, 64);
+  ck_assert_int_eq(cudaMemcpy(h, c, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < 64; i++) ck_assert_int_eq(h[i], 4);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  cudaEventDestroy(ev);
+  cudaStreamDestroy(s1);
+  cudaStreamDestroy(s2);
+  cudaStreamDestroy(blocking);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+}
+END_TEST
+
+/* A kernel reads what another stream's kernel wrote, with nothing between. */
+START_TEST(test_stream_read_after_write_aborts) {
+  int *a = dev_alloc<int>(64), *b = dev_alloc<int>(64);
+  cudaStream_t s1 = new_stream(cudaStreamNonBlocking), s2 = new_stream(cudaStreamNonBlocking);
+  fill_k<<<1, 64, 0, s1>>>(a, 7, 64);
+  copy_k<<<1, 64, 0, s2>>>(a, b, 64);
+}
+END_TEST
+
+/* A kernel given its pointers inside a struct, as a launch-argument block:
+ * found by scanning the struct. */
+struct fill_args {
+  int n;
+  int *out;
+  int v;
+};
+__global__ void fill_struct_k(const fill_args a) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < a.n) a.out[i] = a.v;
+}
+
+START_TEST(test_stream_struct_pointer_aborts) {
+  int *a = dev_alloc<int>(64), h[64];
+  cudaStream_t s1 = new_stream(cudaStreamNonBlocking), s2 = new_stream(cudaStreamNonBlocking);
+  fill_struct_k<<<1, 64, 0, s1>>>(fill_args{64, a, 5});
+  ck_assert_int_eq(cudaMemcpyAsync(h, a, sizeof h, cudaMemcpyDeviceToHost, s1), cudaSuccess);
+  ck_assert_int_eq(h[63], 5);
+  fill_struct_k<<<1, 64, 0, s2>>>(fill_args{64, a, 6}); /* ordered: the copy to the host waited */
+  copy_k<<<1, 64, 0, s1>>>(a, a, 64);                    /* not ordered after s2's write */
+}
+END_TEST
+
+/* A memset overwrites what a GEMM on another stream still reads. */
+START_TEST(test_stream_write_after_read_aborts) {
+  float *a = dev_alloc<float>(16), *c = dev_alloc<float>(16);
+  cudaMemset(a, 0, 16 * sizeof(float));
+  cudaDeviceSynchronize();
+  cudaStream_t s1 = new_stream(cudaStreamNonBlocking), s2 = new_stream(cudaStreamNonBlocking);
+  cublasHandle_t h;
+  ck_assert_int_eq(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  cublasSetStream(h, s1);
+  const float one = 1.0f, zero = 0.0f;
+  cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, CUDA_R_32F, 4, a, CUDA_R_32F, 4, &zero, c, CUDA_R_32F,
+               4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  cudaMemsetAsync(a, 0, 16 * sizeof(float), s2);
+}
+END_TEST
+
+/* A non-blocking stream does not wait for the legacy stream: a replayed graph
+ * on one reads what a synchronous-API memset (legacy stream) just wrote. */
+START_TEST(test_stream_nonblocking_vs_legacy_aborts) {
+  int *a = dev_alloc<int>(64), *b = dev_alloc<int>(64);
+  cudaStream_t s = new_stream(cudaStreamNonBlocking);
+  ck_assert_int_eq(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  copy_k<<<1, 64, 0, s>>>(a, b, 64);
+  cudaGraph_t g;
+  ck_assert_int_eq(cudaStreamEndCapture(s, &g), cudaSuccess);
+  cudaGraphExec_t e;
+  ck_assert_int_eq(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
+  cudaMemset(a, 0, 64 * sizeof(int));
+  cudaGraphLaunch(e, s);
+}
+END_TEST
+
 /* ---- CUB --------------------------------------------------------------------------- */
 
 START_TEST(test_cub_sort_semantics) {
@@ -451,6 +569,11 @@ int main(void) {
   tcase_add_test_raise_signal(tc, test_host_read_of_device_memory_aborts, SIGABRT);
 #endif
   tcase_add_test(tc, test_capture_and_replay);
+  tcase_add_test(tc, test_stream_order_synchronised);
+  tcase_add_test_raise_signal(tc, test_stream_read_after_write_aborts, SIGABRT);
+  tcase_add_test_raise_signal(tc, test_stream_struct_pointer_aborts, SIGABRT);
+  tcase_add_test_raise_signal(tc, test_stream_write_after_read_aborts, SIGABRT);
+  tcase_add_test_raise_signal(tc, test_stream_nonblocking_vs_legacy_aborts, SIGABRT);
   tcase_add_test(tc, test_cub_sort_semantics);
   tcase_add_test(tc, test_wmma_and_gemm);
   suite_add_tcase(s, tc);

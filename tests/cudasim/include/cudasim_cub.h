@@ -61,6 +61,10 @@ cudaError_t segmented_sort(void *tmp, size_t &tmp_bytes, const K *kin, K *kout, 
   for (int i = 0; i < 5; i++) ::cudasim::check_device_pointer(who, "pointer", i, ptrs[i]);
   if constexpr (std::is_pointer<BeginIt>::value) ::cudasim::check_device_pointer(who, "offsets", 0, begin);
   if constexpr (std::is_pointer<EndIt>::value) ::cudasim::check_device_pointer(who, "offsets", 1, end);
+  ::cudasim::access_list accesses{{tmp, true, who}, {kin, false, who}, {kout, true, who}, {vin, false, who},
+                                  {vout, true, who}};
+  if constexpr (std::is_pointer<BeginIt>::value) accesses.push_back({(const void *)begin, false, who});
+  if constexpr (std::is_pointer<EndIt>::value) accesses.push_back({(const void *)end, false, who});
   return ::cudasim::enqueue(stream, who, [=]() {
     const uint64_t width = (uint64_t)(end_bit - begin_bit);
     const uint64_t mask = width >= 64 ? ~0ull : ((1ull << width) - 1);
@@ -88,7 +92,7 @@ cudaError_t segmented_sort(void *tmp, size_t &tmp_bytes, const K *kin, K *kout, 
         if (vin) vout[b + i] = vs[i];
       }
     }
-  });
+  }, std::move(accesses));
 }
 
 }  // namespace cudasim_detail
