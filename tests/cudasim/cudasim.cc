@@ -11,8 +11,8 @@
  * where it is recorded into the graph and runs at each cudaGraphLaunch; what
  * a GPU might overlap is found by checking each operation's order against
  * the last ones that touched its allocations ("stream order" below).
- * Kernels: the blocks of a grid run one after another; the threads of a
- * block are fibers (ucontext) that run in a shuffled order
+ * Kernels: the blocks of a grid run one after another, not in index order;
+ * the threads of a block are fibers (ucontext) that run in a shuffled order
  * (CUDASIM_SCHEDULE) until each waits at a barrier; warps waiting at a
  * collective go on one at a time (pick_warp).
  *
@@ -576,19 +576,38 @@ void run_grid(const char *name, dim3 grid, dim3 block, size_t smem, const std::f
   block_dim = block;
   const int n = (int)(block.x * block.y * block.z);
   launches++;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        block_idx = make_uint3(x, y, z);
-        /* Fresh, poisoned shared memory per block, exactly as large as asked
-         * (ASan then sees any access past it). */
-        B.smem = smem ? (unsigned char *)malloc(smem) : nullptr;
-        if (smem && !B.smem) fatal("out of host memory for shared memory", name);
-        if (B.smem) memset(B.smem, 0xff, smem);
-        run_block(n);
-        free(B.smem);
-        B.smem = nullptr;
-      }
+  /* The blocks of a grid run in no set order on a GPU, so here they do not
+   * run in index order either (CUDASIM_SCHEDULE as for threads): the i-th to
+   * run is block (start + i) mod nb, or (start - i) mod nb, with start not 0
+   * and the direction drawn per launch. A kernel whose block reads what
+   * another block of the same launch writes (a neighbour, block 0) then
+   * computes something else than in index order. A rotation rather than a
+   * full shuffle: neighbouring blocks still run one after the other, which
+   * keeps the emulator's memory access as local as in index order. */
+  const unsigned long long nb = (unsigned long long)grid.x * grid.y * grid.z;
+  unsigned long long start = 0;
+  bool backward = false;
+  const int mode = schedule_mode();
+  if (mode == SCHED_REVERSE) {
+    start = nb - 1, backward = true;
+  } else if (mode == SCHED_RANDOM && nb > 1) {
+    unsigned long long x = seed_base() * 0xD1B54A32D192ED03ull + launches * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 31, x *= 0x94D049BB133111EBull, x ^= x >> 29;
+    start = 1 + x % (nb - 1);
+    backward = (x >> 32) & 1;
+  }
+  for (unsigned long long i = 0; i < nb; i++) {
+    const unsigned long long b = backward ? (start + nb - i) % nb : (start + i) % nb;
+    block_idx = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / grid.x / grid.y));
+    /* Fresh, poisoned shared memory per block, exactly as large as asked
+     * (ASan then sees any access past it). */
+    B.smem = smem ? (unsigned char *)malloc(smem) : nullptr;
+    if (smem && !B.smem) fatal("out of host memory for shared memory", name);
+    if (B.smem) memset(B.smem, 0xff, smem);
+    run_block(n);
+    free(B.smem);
+    B.smem = nullptr;
+  }
   B.active = false;
 }
 

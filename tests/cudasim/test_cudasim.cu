@@ -1,9 +1,10 @@
 /* cudasim's own tests: the emulator must run correct CUDA exactly and make
- * the classic mistakes visible (a missing barrier, a barrier not every thread
- * reaches, a bad launch, an unsafe call inside a stream capture, a host
- * pointer given to device code, host code touching device memory, work on
- * two streams touching one buffer with nothing ordering it), and its
- * CUB, wmma and cuBLAS stand-ins must follow the documented semantics.
+ * the classic mistakes visible (a missing barrier, blocks assumed to run in
+ * order, a barrier not every thread reaches, a bad launch, an unsafe call
+ * inside a stream capture, a host pointer given to device code, host code
+ * touching device memory, work on two streams touching one buffer with
+ * nothing ordering it), and its CUB, wmma and cuBLAS stand-ins must follow
+ * the documented semantics.
  * Built only with -Dcudasim=true (this file goes through translate.py like
  * the project's kernels); suite cudasim. */
 #include <check.h>
@@ -116,6 +117,29 @@ __global__ void missing_loop_barrier_k(int *stale) {
 START_TEST(test_missing_loop_barrier_is_visible) {
   ck_assert_msg(stale_reads(missing_loop_barrier_k) > 0,
                 "no warp saw the next tile: the warps stepped in lockstep and hid the race");
+}
+END_TEST
+
+/* Block b adds one to what block b - 1 wrote: right only if the blocks run
+ * in index order, which a GPU does not promise. */
+__global__ void block_chain_k(int *v) {
+  if (threadIdx.x == 0) v[blockIdx.x + 1] = v[blockIdx.x] + 1;
+}
+
+START_TEST(test_block_order_is_shuffled) {
+  const int nb = 64;
+  int *v = dev_alloc<int>(nb + 1), h[nb + 1];
+  int in_order = 0;
+  for (int launch = 0; launch < 4; launch++) {
+    cudaMemset(v, 0, sizeof h);
+    block_chain_k<<<nb, 32>>>(v);
+    cudaMemcpy(h, v, sizeof h, cudaMemcpyDeviceToHost);
+    bool chain = true;
+    for (int i = 0; i <= nb; i++) chain = chain && h[i] == i;
+    in_order += chain;
+  }
+  ck_assert_msg(in_order == 0, "%d of 4 launches ran their blocks in index order", in_order);
+  cudaFree(v);
 }
 END_TEST
 
@@ -557,6 +581,7 @@ int main(void) {
   tcase_add_test(tc, test_barrier_reduction);
   tcase_add_test(tc, test_missing_barrier_is_visible);
   tcase_add_test(tc, test_missing_loop_barrier_is_visible);
+  tcase_add_test(tc, test_block_order_is_shuffled);
   tcase_add_test_raise_signal(tc, test_divergent_barrier_aborts, SIGABRT);
   tcase_add_test(tc, test_shuffle_butterfly);
   tcase_add_test_raise_signal(tc, test_shuffle_from_exited_lane_aborts, SIGABRT);
