@@ -243,13 +243,13 @@ std::string stream_name(int id) {
   return "stream #" + std::to_string(id) + " (destroyed)";
 }
 
-[[noreturn]] void report_race(const access &a, int stream, const stream_op &earlier, bool earlier_wrote) {
-  const allocation *al = find_allocation(a.p, 1);
+[[noreturn]] void report_race(const access &a, const allocation &al, int stream, const stream_op &earlier,
+                              bool earlier_wrote) {
   fprintf(stderr,
           "cudasim: stream-order race: %s on %s %s the allocation at %p (%zu bytes), which %s on %s %s earlier, "
           "and nothing orders the two (no cudaStreamSynchronize, cudaDeviceSynchronize, event wait or "
           "legacy-stream dependency between them): on a GPU they may run at the same time\n",
-          a.who, stream_name(stream).c_str(), a.write ? "writes" : "reads", (void *)al->base, al->bytes,
+          a.who, stream_name(stream).c_str(), a.write ? "writes" : "reads", (void *)al.base, al.bytes,
           earlier.who, stream_name(earlier.stream).c_str(), earlier_wrote ? "wrote" : "read");
   fflush(stderr);
   abort();
@@ -270,32 +270,35 @@ void order_operation(cudaStream_t s, const access_list &accesses) {
   }
   if (c.size() <= (size_t)id) c.resize(id + 1, 0);
   const unsigned long long tick = ++c[id];
-  for (const access &a : accesses) {
-    allocation *al = find_allocation(a.p, 1);
-    if (!al) continue; /* null, or the end of an allocation: nothing touched */
+  /* null, or the end of an allocation: nothing touched */
+  std::vector<allocation *> touched(accesses.size());
+  for (size_t i = 0; i < accesses.size(); i++) touched[i] = find_allocation(accesses[i].p, 1);
+  for (size_t i = 0; i < accesses.size(); i++) {
+    const access &a = accesses[i];
+    const allocation *al = touched[i];
+    if (!al) continue;
     const stream_op &w = al->write;
-    if (w.who && w.stream != id && entry(c, w.stream) < w.tick) report_race(a, id, w, true);
+    if (w.who && w.stream != id && entry(c, w.stream) < w.tick) report_race(a, *al, id, w, true);
     if (a.write)
       for (const stream_op &r : al->reads)
-        if (r.stream != id && entry(c, r.stream) < r.tick) report_race(a, id, r, false);
+        if (r.stream != id && entry(c, r.stream) < r.tick) report_race(a, *al, id, r, false);
   }
-  for (const access &a : accesses) {
-    allocation *al = find_allocation(a.p, 1);
-    if (!al) continue;
-    if (a.write) {
-      /* Any later operation ordered after this write is ordered after the
-       * reads it was checked against: they need not be kept. */
-      al->write = stream_op{id, tick, a.who};
-      al->reads.clear();
+  /* Writes first: any later operation ordered after this write is ordered
+   * after the reads it was checked against, so they need not be kept; then
+   * this operation's own reads. */
+  for (size_t i = 0; i < accesses.size(); i++)
+    if (touched[i] && accesses[i].write) {
+      touched[i]->write = stream_op{id, tick, accesses[i].who};
+      touched[i]->reads.clear();
     }
-  }
-  for (const access &a : accesses) {
-    allocation *al = find_allocation(a.p, 1);
-    if (!al || a.write) continue;
+  for (size_t i = 0; i < accesses.size(); i++) {
+    allocation *al = touched[i];
+    if (!al || accesses[i].write) continue;
+    const stream_op op{id, tick, accesses[i].who};
     bool found = false;
     for (stream_op &r : al->reads)
-      if (r.stream == id) r = stream_op{id, tick, a.who}, found = true;
-    if (!found) al->reads.push_back(stream_op{id, tick, a.who});
+      if (r.stream == id) r = op, found = true;
+    if (!found) al->reads.push_back(op);
   }
 }
 
