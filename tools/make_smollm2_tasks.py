@@ -31,6 +31,18 @@ ppl: the context is the first --context-len tokens of a held-out window, the
 question empty, the answer the next 64 tokens (held-out perplexity under
 compression). Uses windows other than the niah samples' where possible.
 
+Two variants for diagnosis (docs/results.md, "Where the two-key losses come
+from"): --answer distractor makes each niah_multikey sample's answer the
+value of the needle that was *not* asked for (exact match then counts the
+samples where the model gives the distractor's number; same seeds, so the
+same contexts and questions as --answer asked). --query-aware moves the
+question (and the reply prefix) to the end of the context and leaves the
+question empty: the compression then sees it in its observation window
+(SnapKV's original, question-aware protocol): what the same budgets keep
+when the scorer knows the question. Contexts are then T + question tokens.
+--name-by-sample names every sample's task "<task>#<index>" so that
+lukv-eval reports each sample on a row of its own.
+
 Samples are interleaved (--ppl-every: one ppl after every K niah) so that
 `lukv-eval --samples N` takes a mix. Random draws: numpy default_rng seeded
 with --seed (>= 1 000 000) and the sample index.
@@ -78,9 +90,17 @@ def main():
     ap.add_argument("--ppl-every", type=int, default=3, help="one ppl sample after every K niah samples")
     ap.add_argument("--ppl-len", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1_000_000)
+    ap.add_argument("--answer", choices=("asked", "distractor"), default="asked",
+                    help="niah_multikey: the asked needle's value, or another needle's")
+    ap.add_argument("--query-aware", action="store_true",
+                    help="put the question at the end of the context (compression sees it)")
+    ap.add_argument("--name-by-sample", action="store_true",
+                    help='task names "<task>#<index>": lukv-eval then reports every sample')
     a = ap.parse_args()
     if a.seed < 1_000_000:
         sys.exit("make_smollm2_tasks: --seed must be >= 1000000")
+    if a.answer == "distractor" and a.multikey < 1:
+        sys.exit("make_smollm2_tasks: --answer distractor needs niah_multikey samples (--multikey N)")
     if not 2 <= a.keys <= len(WORDS):
         sys.exit(f"make_smollm2_tasks: --keys must be in [2, {len(WORDS)}]")
     T = a.context_len
@@ -166,7 +186,10 @@ def main():
         vals = [number(rng) for _ in keys]
         ctx, d = with_needles(i + W // 3, rng, [enc(tok, NEEDLE.format(k=k, v=v)) for k, v in zip(keys, vals)])
         j = int(rng.integers(a.keys))  # the needles stand in this order; ask for the j-th
-        return ("niah_multikey", ctx, ask(QUESTION, CHAT_Q, CHAT_A, keys[j]), digits(vals[j])), d[j]
+        ans = j
+        if a.answer == "distractor":  # another needle, drawn after every draw above
+            ans = int(np.random.default_rng([a.seed, 3, i]).choice([x for x in range(a.keys) if x != j]))
+        return ("niah_multikey", ctx, ask(QUESTION, CHAT_Q, CHAT_A, keys[j]), digits(vals[ans])), d[j]
 
     def ppl(j):
         w = wins[(W - 1 - j) % W]  # from the other end of the split than the niah haystacks
@@ -192,13 +215,19 @@ def main():
         samples.append(ppl(pi))
         pi += 1
 
+    if a.query_aware:
+        samples = [(t, c + q, [], ans) for t, c, q, ans in samples]
+    if a.name_by_sample:
+        samples = [(f"{s[0]}#{i:03d}",) + s[1:] for i, s in enumerate(samples)]
     mk = f" + niah_multikey ({a.keys} keys)" if a.multikey else ""
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     tmp = a.output + ".tmp"
     with h5py.File(tmp, "w") as f:
         f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
                        tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
-                       source=f"niah_single{mk} ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}")
+                       source=f"niah_single{mk} ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}"
+                       + (f", answer {a.answer}" if a.answer != "asked" else "")
+                       + (", query-aware (question in the context)" if a.query_aware else ""))
         f.create_dataset("task", data=[s[0] for s in samples], dtype=h5py.string_dtype())
         for i, name in enumerate(("context", "question", "answer"), start=1):
             parts = [np.asarray(s[i], np.int32) for s in samples]
