@@ -4,7 +4,9 @@
  *
  * Query-agnostic protocol: prefill the context, compress it with liblukv
  * (one allocator, scorer and ratio at a time), then feed the question and
- * the answer through the compacted cache (run.h). Everything is checked
+ * the answer through the compacted cache (run.h). --protocol query-aware
+ * (SnapKV's original) moves the question into the context first, so that
+ * compression happens after it and the scorer's window sees it. Everything is checked
  * before the first forward pass; output files are written only at the end
  * (PATH.tmp, then rename), and the table is printed only once they exist.
  *
@@ -57,6 +59,9 @@ static const char USAGE[] =
     "  --seed N                 generator seed, >= 1000000 (default 1000000)\n"
     "  --bos auto|on|off        BOS (256) first in generated contexts (auto: vocab > 256)\n"
     "  --sink S, --window W     without a table: sink and window (default 4, 32)\n"
+    "  --protocol P             query-agnostic (default): compress before the question;\n"
+    "                           query-aware: the question ends the context, so it is\n"
+    "                           prefilled and compressed with it (SnapKV's original)\n"
     "  --device cpu|cuda        engine and liblukv cache device (default cpu)\n"
     "  -o, --output FILE        results.h5; results.csv is written beside it\n"
     "  -q, --quiet              no progress line\n"
@@ -145,7 +150,7 @@ static int write_strings(hid_t f, const char *path, const char *name, const char
 }
 
 typedef struct run_meta {
-  const char *model, *hash, *budgets, *tasks, *device;
+  const char *model, *hash, *budgets, *tasks, *device, *protocol;
   long seed;
 } run_meta;
 
@@ -180,7 +185,7 @@ static int write_h5(const char *path, const rows *R, const run_meta *m, lukv_err
   if (rc == LUKV_OK) rc = lukv_h5_write_attr_str(w.file, path, "budgets", m->budgets ? m->budgets : "", err);
   if (rc == LUKV_OK) rc = lukv_h5_write_attr_str(w.file, path, "tasks", m->tasks, err);
   if (rc == LUKV_OK) rc = lukv_h5_write_attr_str(w.file, path, "device", m->device, err);
-  if (rc == LUKV_OK) rc = lukv_h5_write_attr_str(w.file, path, "protocol", "query-agnostic", err);
+  if (rc == LUKV_OK) rc = lukv_h5_write_attr_str(w.file, path, "protocol", m->protocol, err);
   if (rc == LUKV_OK) rc = lukv_h5_write_attr_int(w.file, path, "seed", m->seed, err);
   if (rc == LUKV_OK) rc = write_strings(w.file, path, "/task", task, n, err);
   if (rc == LUKV_OK) rc = write_strings(w.file, path, "/allocator", al, n, err);
@@ -239,7 +244,7 @@ static void print_table(const rows *R) {
 int main(int argc, char **argv) {
   const char *model_dir = NULL, *budgets = NULL, *tasks_spec = NULL, *out = NULL, *haystack = NULL;
   const char *lens_spec = "1024,2048,4096", *ratios_spec = "0.5,0.8,0.9", *alloc_spec = "full,uniform,pyramid,adakv,lukv";
-  const char *scorer_spec = NULL, *device = "cpu", *bos_mode = "auto";
+  const char *scorer_spec = NULL, *device = "cpu", *bos_mode = "auto", *protocol = "query-agnostic";
   long samples = -1, seed = (long)LUKV_TASK_SEED_MIN, sink = -1, window = -1;
   int quiet = 0;
   for (int i = 1; i < argc; i++) {
@@ -258,7 +263,7 @@ int main(int argc, char **argv) {
     }
     static const char *const with_arg[] = {"--model", "--budgets", "--tasks", "--context-lens", "--ratios",
                                            "--allocators", "--scorers", "--samples", "--haystack", "--seed",
-                                           "--bos", "--sink", "--window", "--device", "-o", "--output", NULL};
+                                           "--bos", "--sink", "--window", "--device", "--protocol", "-o", "--output", NULL};
     int k = -1;
     for (int j = 0; with_arg[j]; j++)
       if (!strcmp(a, with_arg[j])) k = j;
@@ -296,6 +301,11 @@ int main(int argc, char **argv) {
       case 13:
         if (strcmp(v, "cpu") && strcmp(v, "cuda")) return lukv_cli_usage(PROG, "--device: '%s' is not cpu or cuda", v);
         device = v;
+        break;
+      case 14:
+        if (strcmp(v, "query-agnostic") && strcmp(v, "query-aware"))
+          return lukv_cli_usage(PROG, "--protocol: '%s' is not query-agnostic or query-aware", v);
+        protocol = v;
         break;
       default: out = v; break;
     }
@@ -479,6 +489,11 @@ int main(int argc, char **argv) {
           set.n++;
         }
   }
+  if (!strcmp(protocol, "query-aware"))
+    for (int i = 0; i < set.n; i++) {
+      rc = lukv_task_sample_ask_first(&set.s[i], &err);
+      if (rc != LUKV_OK) goto done;
+    }
   for (int i = 0; i < set.n; i++) {
     const lukv_task_sample *s = &set.s[i];
     long total = (long)s->n_context + s->n_question + s->n_answer;
@@ -530,7 +545,8 @@ int main(int argc, char **argv) {
   if (rc != LUKV_OK) goto done;
 
   if (out) {
-    run_meta meta = {model_dir, hex, budgets, from_file ? tasks_spec : (tasks_spec ? tasks_spec : "all"), device, seed};
+    run_meta meta = {model_dir, hex, budgets, from_file ? tasks_spec : (tasks_spec ? tasks_spec : "all"), device, protocol,
+                     seed};
     rc = write_h5(out, &R, &meta, &err);
     if (rc != LUKV_OK) goto done;
     char csv[4096];

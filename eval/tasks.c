@@ -352,6 +352,17 @@ void lukv_task_sample_free(lukv_task_sample *s) {
   memset(s, 0, sizeof *s);
 }
 
+int lukv_task_sample_ask_first(lukv_task_sample *s, lukv_error *err) {
+  if (s->n_question == 0) return LUKV_OK;
+  int32_t *ctx = realloc(s->context, sizeof(int32_t) * ((size_t)s->n_context + (size_t)s->n_question));
+  if (!ctx) return lukv_error_set(err, LUKV_ERR_NOMEM, "tasks: out of memory");
+  memcpy(ctx + s->n_context, s->question, sizeof(int32_t) * (size_t)s->n_question);
+  s->context = ctx;
+  s->n_context += s->n_question;
+  s->n_question = 0;
+  return LUKV_OK;
+}
+
 void lukv_task_set_free(lukv_task_set *set) {
   if (!set) return;
   for (int i = 0; i < set->n; i++) lukv_task_sample_free(&set->s[i]);

@@ -60,6 +60,11 @@ int lukv_task_generate(const char *task, int context_len, uint64_t seed, int ind
 
 void lukv_task_sample_free(lukv_task_sample *s);
 
+/* The query-aware protocol's sample: the question appended to the context,
+ * the question left empty, so that compression (and SnapKV's observation
+ * window) sees it. Answer unchanged. On LUKV_ERR_NOMEM s is unchanged. */
+int lukv_task_sample_ask_first(lukv_task_sample *s, lukv_error *err);
+
 /* Reads and validates a tasks.h5 (docs/formats.md §5). */
 int lukv_tasks_read(const char *path, lukv_task_set *out, lukv_error *err);
 /* Writes one (PATH.tmp, then rename). */

@@ -118,6 +118,28 @@ def main():
         rc, so, se = run("--model", MODEL, "--budgets", budgets, "--tasks", tf, "--ratios", "0.5", "-q")
         check(rc == 0, f"tasks file: exit {rc}: {se}")
         check("| key | 150 |" in so and "| copy | 140 |" in so, f"tasks file rows: {so!r}")
+        # --protocol query-aware == the question moved into the context by hand, run query-agnostic
+        moved = os.path.join(tmp, "moved.h5")
+        with h5py.File(moved, "w") as f:
+            for k, v in h5py.File(tf, "r").attrs.items():
+                f.attrs[k] = v
+            for name, parts in (("context", [c + x for c, x in zip(ctx, q)]), ("question", [[], []]),
+                                ("answer", ans)):
+                f[name] = np.array(sum(parts, []), dtype=np.int32)
+                f[name + "_offsets"] = np.cumsum([0] + [len(x) for x in parts]).astype(np.int64)
+            f.create_dataset("task", data=["key", "copy"], dtype=h5py.string_dtype())
+        aware, by_hand = os.path.join(tmp, "aware.h5"), os.path.join(tmp, "by-hand.h5")
+        common = ["--model", MODEL, "--budgets", budgets, "--ratios", "0.5,0.8", "-q"]
+        rc, so, se = run(*common, "--tasks", tf, "--protocol", "query-aware", "-o", aware)
+        check(rc == 0, f"--protocol query-aware: exit {rc}: {se}")
+        check("| key | 162 |" in so, f"query-aware: the question is part of the context: {so!r}")
+        rc, _, se = run(*common, "--tasks", moved, "-o", by_hand)
+        check(rc == 0, f"moved question: exit {rc}: {se}")
+        with h5py.File(aware, "r") as a, h5py.File(by_hand, "r") as b:
+            check(a.attrs["protocol"] == "query-aware" and b.attrs["protocol"] == "query-agnostic",
+                  "protocol attribute")
+            for k in ("context_len", "accuracy", "nll", "kv_bytes"):
+                check(np.array_equal(a[k][()], b[k][()]), f"query-aware {k} == question moved by hand")
 
         # ---- bad inputs ----
         bad = os.path.join(tmp, "bad.h5")
@@ -149,6 +171,7 @@ def main():
         expect_error("no model", ["--tasks", "ppl"], 2, ["--model"])
         expect_error("bad seed", [*base, "--seed", "7"], 2, ["--seed"])
         expect_error("bad option", [*base, "--frobnicate"], 2, ["--frobnicate"])
+        expect_error("bad protocol", [*base, "--protocol", "oracle"], 2, ["--protocol", "oracle"])
         if cuda_usable():
             rc, so, se = run(*base, "--device", "cuda", "-o", bad)
             check(rc == 0 and "| task |" in so, "--device cuda runs on the GPU: " + se.strip()[-200:])

@@ -31,17 +31,14 @@ ppl: the context is the first --context-len tokens of a held-out window, the
 question empty, the answer the next 64 tokens (held-out perplexity under
 compression). Uses windows other than the niah samples' where possible.
 
-Two variants for diagnosis (docs/results.md, "Where the two-key losses come
+Two options for diagnosis (docs/results.md, "Where the two-key losses come
 from"): --answer distractor makes each niah_multikey sample's answer the
 value of the needle that was *not* asked for (exact match then counts the
 samples where the model gives the distractor's number; same seeds, so the
-same contexts and questions as --answer asked). --query-aware moves the
-question (and the reply prefix) to the end of the context and leaves the
-question empty: the compression then sees it in its observation window
-(SnapKV's original, question-aware protocol): what the same budgets keep
-when the scorer knows the question. Contexts are then T + question tokens.
---name-by-sample names every sample's task "<task>#<index>" so that
-lukv-eval reports each sample on a row of its own.
+same contexts and questions as --answer asked). --name-by-sample names
+every sample's task "<task>#<index>" so that lukv-eval reports each sample
+on a row of its own. (The question-aware protocol is lukv-eval's
+--protocol query-aware.)
 
 Samples are interleaved (--ppl-every: one ppl after every K niah) so that
 `lukv-eval --samples N` takes a mix. Random draws: numpy default_rng seeded
@@ -92,8 +89,6 @@ def main():
     ap.add_argument("--seed", type=int, default=1_000_000)
     ap.add_argument("--answer", choices=("asked", "distractor"), default="asked",
                     help="niah_multikey: the asked needle's value, or another needle's")
-    ap.add_argument("--query-aware", action="store_true",
-                    help="put the question at the end of the context (compression sees it)")
     ap.add_argument("--name-by-sample", action="store_true",
                     help='task names "<task>#<index>": lukv-eval then reports every sample')
     a = ap.parse_args()
@@ -215,8 +210,6 @@ def main():
         samples.append(ppl(pi))
         pi += 1
 
-    if a.query_aware:
-        samples = [(t, c + q, [], ans) for t, c, q, ans in samples]
     if a.name_by_sample:
         samples = [(f"{s[0]}#{i:03d}",) + s[1:] for i, s in enumerate(samples)]
     mk = f" + niah_multikey ({a.keys} keys)" if a.multikey else ""
@@ -226,8 +219,7 @@ def main():
         f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
                        tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
                        source=f"niah_single{mk} ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}"
-                       + (f", answer {a.answer}" if a.answer != "asked" else "")
-                       + (", query-aware (question in the context)" if a.query_aware else ""))
+                       + (f", answer {a.answer}" if a.answer != "asked" else ""))
         f.create_dataset("task", data=[s[0] for s in samples], dtype=h5py.string_dtype())
         for i, name in enumerate(("context", "question", "answer"), start=1):
             parts = [np.asarray(s[i], np.int32) for s in samples]
