@@ -6,9 +6,11 @@
  * (one allocator, scorer and ratio at a time), then feed the question and
  * the answer through the compacted cache (run.h). --protocol query-aware
  * (SnapKV's original) moves the question into the context first, so that
- * compression happens after it and the scorer's window sees it. Everything is checked
- * before the first forward pass; output files are written only at the end
- * (PATH.tmp, then rename), and the table is printed only once they exist.
+ * compression happens after it and the scorer's window sees it.
+ *
+ * Everything is checked before the first forward pass; output files are
+ * written only at the end (PATH.tmp, then rename), and the table is printed
+ * only once they exist.
  *
  * Exit status: 0 success, 1 bad input or failure (one line on stderr naming
  * the file, the object and the problem), 2 usage error.
@@ -491,7 +493,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(protocol, "query-aware"))
     for (int i = 0; i < set.n; i++) {
-      rc = lukv_task_sample_ask_first(&set.s[i], &err);
+      rc = lukv_task_question_into_context(&set.s[i], &err);
       if (rc != LUKV_OK) goto done;
     }
   for (int i = 0; i < set.n; i++) {

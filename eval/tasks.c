@@ -352,7 +352,7 @@ void lukv_task_sample_free(lukv_task_sample *s) {
   memset(s, 0, sizeof *s);
 }
 
-int lukv_task_sample_ask_first(lukv_task_sample *s, lukv_error *err) {
+int lukv_task_question_into_context(lukv_task_sample *s, lukv_error *err) {
   if (s->n_question == 0) return LUKV_OK;
   int32_t *ctx = realloc(s->context, sizeof(int32_t) * ((size_t)s->n_context + (size_t)s->n_question));
   if (!ctx) return lukv_error_set(err, LUKV_ERR_NOMEM, "tasks: out of memory");

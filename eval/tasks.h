@@ -63,7 +63,7 @@ void lukv_task_sample_free(lukv_task_sample *s);
 /* The query-aware protocol's sample: the question appended to the context,
  * the question left empty, so that compression (and SnapKV's observation
  * window) sees it. Answer unchanged. On LUKV_ERR_NOMEM s is unchanged. */
-int lukv_task_sample_ask_first(lukv_task_sample *s, lukv_error *err);
+int lukv_task_question_into_context(lukv_task_sample *s, lukv_error *err);
 
 /* Reads and validates a tasks.h5 (docs/formats.md §5). */
 int lukv_tasks_read(const char *path, lukv_task_set *out, lukv_error *err);

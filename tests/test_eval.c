@@ -190,6 +190,36 @@ START_TEST(test_tasks_file_roundtrip) {
 }
 END_TEST
 
+/* query-aware: the question follows the context; a sample without one is unchanged */
+START_TEST(test_question_into_context) {
+  load_hay();
+  lukv_error e = {0};
+  lukv_task_sample s = {0}, ppl = {0};
+  ck_assert_int_eq(lukv_task_generate("niah_single", 200, 1000000, 0, &hay, 0, &s, &e), LUKV_OK);
+  ck_assert_int_eq(lukv_task_generate("ppl", 150, 1000000, 0, &hay, 0, &ppl, &e), LUKV_OK);
+  ck_assert_int_gt(s.n_question, 0);
+  ck_assert_int_eq(ppl.n_question, 0);
+  int nc = s.n_context, nq = s.n_question, na = s.n_answer;
+  int32_t *want = malloc(sizeof(int32_t) * (size_t)(nc + nq)), *ans = malloc(sizeof(int32_t) * (size_t)na);
+  memcpy(want, s.context, sizeof(int32_t) * (size_t)nc);
+  memcpy(want + nc, s.question, sizeof(int32_t) * (size_t)nq);
+  memcpy(ans, s.answer, sizeof(int32_t) * (size_t)na);
+  ck_assert_int_eq(lukv_task_question_into_context(&s, &e), LUKV_OK);
+  ck_assert_int_eq(s.n_context, nc + nq);
+  ck_assert_int_eq(s.n_question, 0);
+  ck_assert_int_eq(s.n_answer, na);
+  ck_assert(!memcmp(s.context, want, sizeof(int32_t) * (size_t)(nc + nq)));
+  ck_assert(!memcmp(s.answer, ans, sizeof(int32_t) * (size_t)na));
+  int32_t first = ppl.context[0];
+  ck_assert_int_eq(lukv_task_question_into_context(&ppl, &e), LUKV_OK);
+  ck_assert_int_eq(ppl.n_context, 150);
+  ck_assert_int_eq(ppl.context[0], first);
+  free(want), free(ans);
+  lukv_task_sample_free(&s), lukv_task_sample_free(&ppl);
+  lukv_corpus_free(&hay);
+}
+END_TEST
+
 /* ---- the decode hook --------------------------------------------------------- */
 
 /* Naive attention over K/V rows kept in f32 (optionally rounded to bf16 as
@@ -437,6 +467,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_generator_deterministic);
   tcase_add_test(tc, test_tasks_file_roundtrip);
+  tcase_add_test(tc, test_question_into_context);
   tcase_add_loop_test(tc, test_external_decode_matches_engine, 0, (int)(sizeof GOLDEN / sizeof GOLDEN[0]));
   tcase_add_test(tc, test_decode_external_bad_args);
   tcase_add_test(tc, test_table_mismatch_refused);
