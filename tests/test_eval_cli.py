@@ -40,6 +40,21 @@ def expect_error(name, args, code, must_contain, out=None):
                    no_stdout=True, extra_outputs=lambda o: [o[:-3] + ".csv"])
 
 
+def write_tasks(path, names, ctx, q, ans):
+    """A byte-level tasks.h5 (docs/formats.md §5): per sample a name and
+    context / question / answer token lists."""
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "lukv-tasks"
+        f.attrs["format_version"] = 1
+        f.attrs["created_by"] = "test_eval_cli.py"
+        f.attrs["tokenizer"] = "bytes"
+        f.attrs["vocab_size"] = 256
+        for name, parts in (("context", ctx), ("question", q), ("answer", ans)):
+            f[name] = np.array(sum(parts, []), dtype=np.int32)
+            f[name + "_offsets"] = np.cumsum([0] + [len(x) for x in parts]).astype(np.int64)
+        f.create_dataset("task", data=names, dtype=h5py.string_dtype())
+
+
 def cuda_usable():
     """This build has CUDA (lukv_config.h) and a GPU answers nvidia-smi."""
     try:
@@ -102,32 +117,16 @@ def main():
             check(np.array_equal(a["nll"][()], b["nll"][()]), "same seed, same NLL")
         # a pre-tokenized tasks file works the same way
         tf = os.path.join(tmp, "tasks.h5")
-        with h5py.File(tf, "w") as f:
-            f.attrs["format"] = "lukv-tasks"
-            f.attrs["format_version"] = 1
-            f.attrs["created_by"] = "test_eval_cli.py"
-            f.attrs["tokenizer"] = "bytes"
-            f.attrs["vocab_size"] = 256
-            ctx = [list(b"The key is 42. " * 10), list(b"abcdefghij" * 14)]
-            q = [list(b" The key is "), []]
-            ans = [list(b"42."), list(b"abcdefghij")]
-            for name, parts in (("context", ctx), ("question", q), ("answer", ans)):
-                f[name] = np.array(sum(parts, []), dtype=np.int32)
-                f[name + "_offsets"] = np.cumsum([0] + [len(x) for x in parts]).astype(np.int64)
-            f.create_dataset("task", data=["key", "copy"], dtype=h5py.string_dtype())
+        ctx = [list(b"The key is 42. " * 10), list(b"abcdefghij" * 14)]
+        q = [list(b" The key is "), []]
+        ans = [list(b"42."), list(b"abcdefghij")]
+        write_tasks(tf, ["key", "copy"], ctx, q, ans)
         rc, so, se = run("--model", MODEL, "--budgets", budgets, "--tasks", tf, "--ratios", "0.5", "-q")
         check(rc == 0, f"tasks file: exit {rc}: {se}")
         check("| key | 150 |" in so and "| copy | 140 |" in so, f"tasks file rows: {so!r}")
         # --protocol query-aware == the question moved into the context by hand, run query-agnostic
         moved = os.path.join(tmp, "moved.h5")
-        with h5py.File(moved, "w") as f:
-            for k, v in h5py.File(tf, "r").attrs.items():
-                f.attrs[k] = v
-            for name, parts in (("context", [c + x for c, x in zip(ctx, q)]), ("question", [[], []]),
-                                ("answer", ans)):
-                f[name] = np.array(sum(parts, []), dtype=np.int32)
-                f[name + "_offsets"] = np.cumsum([0] + [len(x) for x in parts]).astype(np.int64)
-            f.create_dataset("task", data=["key", "copy"], dtype=h5py.string_dtype())
+        write_tasks(moved, ["key", "copy"], [c + x for c, x in zip(ctx, q)], [[], []], ans)
         aware, by_hand = os.path.join(tmp, "aware.h5"), os.path.join(tmp, "by-hand.h5")
         common = ["--model", MODEL, "--budgets", budgets, "--ratios", "0.5,0.8", "-q"]
         rc, so, se = run(*common, "--tasks", tf, "--protocol", "query-aware", "-o", aware)
