@@ -2,7 +2,7 @@
  * (DESIGN §3 "Method", §7 "Scale").
  *
  *   lukv-profile [--model DIR|F.gguf] [--corpus C.h5] -o PROFILE [options]   profile
- *   lukv-profile merge A.h5 B.h5 ... -o OUT.h5                         join shards
+ *   lukv-profile merge [--corpora] A.h5 B.h5 ... -o OUT.h5              join shards
  *   lukv-profile show PROFILE                                          per-head table
  *
  * Exit status: 0 success, 1 bad input or failure (one line on stderr naming
@@ -34,7 +34,7 @@
 
 static const char USAGE[] =
     "usage: " PROG " [--model DIR|FILE.gguf] [--corpus CORPUS.h5] -o PROFILE.h5 [options]\n"
-    "       " PROG " merge A.h5 B.h5 ... -o OUT.h5\n"
+    "       " PROG " merge [--corpora] A.h5 B.h5 ... -o OUT.h5\n"
     "       " PROG " show PROFILE.h5\n"
     "\n"
     "Runs a Llama-family model over calibration samples and writes, for every\n"
@@ -77,6 +77,10 @@ static const char USAGE[] =
     "  (bf16 for --device cuda, f32 otherwise) where recorded. Inputs written by\n"
     "  --shard carry first_sample and are ordered by it (any argument order gives\n"
     "  the same file); otherwise argument order is kept.\n"
+    "  --corpora: the inputs profile different corpora (for example general text\n"
+    "  and retrieval samples, docs/results.md): their first_sample values are\n"
+    "  not compared, argument order is kept, and the result has no first_sample.\n"
+    "  The solver weights every sample alike, so the sample counts set the mix.\n"
     "\n"
     "model identity: model_hash is the sha256 of the directory's *.safetensors\n"
     "  files concatenated in sorted name order, or of the .gguf file's bytes;\n"
@@ -594,13 +598,15 @@ static int check_agree(const merge_in *a, const merge_in *b, lukv_error *err) {
 
 static int cmd_merge(int argc, char **argv) {
   const char *out_path = NULL;
-  int n = 0;
+  int n = 0, corpora = 0;
   merge_in *in = calloc((size_t)argc, sizeof *in);
   if (!in) return fputs(PROG ": error: out of memory\n", stderr), 1;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) {
       if (i + 1 >= argc) return free(in), lukv_cli_usage(PROG, "option %s needs a value", argv[i]);
       out_path = argv[++i];
+    } else if (!strcmp(argv[i], "--corpora")) {
+      corpora = 1;
     } else if (argv[i][0] == '-' && argv[i][1]) {
       return free(in), lukv_cli_usage(PROG, "unknown option '%s'", argv[i]);
     } else {
@@ -626,7 +632,8 @@ static int cmd_merge(int argc, char **argv) {
                             "profiles: profile every shard with the same engine precision)",
                             in[i].path, in[i].p.precision, with_precision->path, with_precision->p.precision);
     }
-    all_first &= in[i].p.has_first_sample;
+    /* first_sample indexes one corpus: across corpora it orders nothing */
+    all_first &= in[i].p.has_first_sample && !corpora;
   }
   /* the merged file keeps precision when every input carries it (all equal by now) */
   const char *precision = n > 0 ? in[0].p.precision : NULL;

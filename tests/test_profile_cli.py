@@ -7,7 +7,9 @@
 - shards 1/2 + 2/2 merged (in either argument order) == the unsharded run,
   byte-for-byte equal arrays; merge refuses a different context_len naming the
   attribute and both files, and a different engine precision (files without the
-  optional attribute merge, and the result then has none);
+  optional attribute merge, and the result then has none); merge --corpora
+  joins profiles of different corpora (overlapping first_sample) in argument
+  order, without first_sample;
 - bad inputs -> one error line, exit 1 (2 for usage), no output file (nor .tmp);
 - show prints one row per (layer, KV head); generate mode gives a valid profile;
   --dump-tokens writes the ids used.
@@ -175,6 +177,23 @@ def main():
         # the same shard twice overlaps
         expect_error("merge of a shard with itself", ["merge", sh[0], sh[0], "-o",
                      os.path.join(tmp, "dup.h5")], os.path.join(tmp, "dup.h5"), needle="overlaps")
+        # --corpora: profiles of different corpora (both start at corpus sample 0)
+        # join in argument order, and the result claims no first_sample
+        mixed = os.path.join(tmp, "mixed.h5")
+        rc, so, se = run("merge", "--corpora", sh[1], sh[0], sh[1], "-o", mixed)
+        check(rc == 0, f"merge --corpora: exit {rc}: {se.strip()}")
+        if rc == 0:
+            a_x, _ = arrays(mixed)
+            a_1, _ = arrays(sh[0])
+            a_2, _ = arrays(sh[1])
+            check(sorted(a_x) == sorted(a_1), f"merge --corpora: datasets {sorted(a_x)}")
+            for k in a_1:
+                want = np.concatenate([a_2[k], a_1[k], a_2[k]])
+                check(k in a_x and a_x[k].tobytes() == want.tobytes(),
+                      f"merge --corpora: {k} is not the inputs in argument order")
+            with h5py.File(mixed, "r") as f:
+                check("first_sample" not in f.attrs and "shard_index" not in f.attrs,
+                      f"merge --corpora: provenance {dict(f.attrs)}")
         # different protocol: refused, naming the attribute and both files
         other = os.path.join(tmp, "other.h5")
         args = list(SMALL)

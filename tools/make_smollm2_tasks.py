@@ -62,6 +62,18 @@ QUESTION = " What is the special magic number for {k}? Answer: "
 CHAT_Q = " What is the special magic number for {k}? Answer with the number only."
 CHAT_A = "The special magic number for {k} is: "
 
+# --needle-style code: other words for the same task, and keys disjoint from
+# WORDS, so that a calibration corpus built with it (--corpus-future) shares
+# neither the sentences nor the keys of the evaluation's needles.
+CODE_WORDS = ("alder bramble cinder drizzle elm fjord gable heron inlet juniper kelp loom "
+              "mantle nutmeg otter prairie quill reef spruce thistle upland vale wren yew "
+              "atlas bison comet dune estuary ferry grove hollow isle jetty knoll lagoon").split()
+CODE_NEEDLE = " Remember: the access code of the {k} vault is {v}."
+CODE_QUESTION = " What is the access code of the {k} vault? Answer: "
+CODE_CHAT_Q = " What is the access code of the {k} vault? Answer with the number only."
+CODE_CHAT_A = "The access code of the {k} vault is "
+assert not set(WORDS) & set(CODE_WORDS)
+
 
 def load_tok(gguf):
     from transformers import AutoTokenizer
@@ -91,13 +103,26 @@ def main():
                     help="niah_multikey: the asked needle's value, or another needle's")
     ap.add_argument("--name-by-sample", action="store_true",
                     help='task names "<task>#<index>": lukv-eval then reports every sample')
+    ap.add_argument("--needle-style", choices=("magic", "code"), default="magic",
+                    help="magic: the evaluation's needle sentence and keys; code: other "
+                         "sentences and a disjoint key list (for calibration corpora)")
+    ap.add_argument("--corpus-future", type=int, default=0, metavar="F",
+                    help="write a corpus.h5 (docs/formats.md section 2) for lukv-profile instead: "
+                         "each niah sample becomes context + question + answer + end of turn, "
+                         "filled up to --context-len + F tokens with the start of another window "
+                         "(teacher mode then scores the answer's attention to the needle)")
     a = ap.parse_args()
     if a.seed < 1_000_000:
         sys.exit("make_smollm2_tasks: --seed must be >= 1000000")
     if a.answer == "distractor" and a.multikey < 1:
         sys.exit("make_smollm2_tasks: --answer distractor needs niah_multikey samples (--multikey N)")
-    if not 2 <= a.keys <= len(WORDS):
-        sys.exit(f"make_smollm2_tasks: --keys must be in [2, {len(WORDS)}]")
+    words = CODE_WORDS if a.needle_style == "code" else WORDS
+    needle_s, q_plain, q_chat, a_chat = ((CODE_NEEDLE, CODE_QUESTION, CODE_CHAT_Q, CODE_CHAT_A)
+                                         if a.needle_style == "code" else (NEEDLE, QUESTION, CHAT_Q, CHAT_A))
+    if not 2 <= a.keys <= len(words):
+        sys.exit(f"make_smollm2_tasks: --keys must be in [2, {len(words)}]")
+    if a.corpus_future < 0 or (a.corpus_future and (a.ppl or a.format != "chat")):
+        sys.exit("make_smollm2_tasks: --corpus-future F needs F >= 1, --format chat and --ppl 0")
     T = a.context_len
     tok = load_tok(a.gguf)
     with h5py.File(a.heldout, "r") as f:
@@ -170,21 +195,21 @@ def main():
 
     def niah(i):
         rng = np.random.default_rng([a.seed, 1, i])
-        k = WORDS[rng.integers(len(WORDS))]
+        k = words[rng.integers(len(words))]
         v = number(rng)
-        ctx, d = with_needles(i, rng, [enc(tok, NEEDLE.format(k=k, v=v))])
-        return ("niah_single", ctx, ask(QUESTION, CHAT_Q, CHAT_A, k), digits(v)), d[0]
+        ctx, d = with_needles(i, rng, [enc(tok, needle_s.format(k=k, v=v))])
+        return ("niah_single", ctx, ask(q_plain, q_chat, a_chat, k), digits(v)), d[0]
 
     def multikey(i):
         rng = np.random.default_rng([a.seed, 2, i])
-        keys = [WORDS[j] for j in rng.choice(len(WORDS), a.keys, replace=False)]
+        keys = [words[j] for j in rng.choice(len(words), a.keys, replace=False)]
         vals = [number(rng) for _ in keys]
-        ctx, d = with_needles(i + W // 3, rng, [enc(tok, NEEDLE.format(k=k, v=v)) for k, v in zip(keys, vals)])
+        ctx, d = with_needles(i + W // 3, rng, [enc(tok, needle_s.format(k=k, v=v)) for k, v in zip(keys, vals)])
         j = int(rng.integers(a.keys))  # the needles stand in this order; ask for the j-th
         ans = j
         if a.answer == "distractor":  # another needle, drawn after every draw above
             ans = int(np.random.default_rng([a.seed, 3, i]).choice([x for x in range(a.keys) if x != j]))
-        return ("niah_multikey", ctx, ask(QUESTION, CHAT_Q, CHAT_A, keys[j]), digits(vals[ans])), d[j]
+        return ("niah_multikey", ctx, ask(q_plain, q_chat, a_chat, keys[j]), digits(vals[ans])), d[j]
 
     def ppl(j):
         w = wins[(W - 1 - j) % W]  # from the other end of the split than the niah haystacks
@@ -215,6 +240,12 @@ def main():
     mk = f" + niah_multikey ({a.keys} keys)" if a.multikey else ""
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     tmp = a.output + ".tmp"
+    if a.corpus_future:
+        write_corpus(a, tmp, samples, wins, enc(tok, post_s.split("<|im_start|>")[0]), vocab, mk)
+        os.replace(tmp, a.output)
+        print(f"{a.output}: corpus of {len(samples)} samples of {T} + {a.corpus_future} tokens "
+              f"({a.needle_style} needles), needle depths {min(depths):.2f}..{max(depths):.2f}", file=sys.stderr)
+        return
     with h5py.File(tmp, "w") as f:
         f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
                        tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
@@ -230,6 +261,29 @@ def main():
           f"[{a.keys} keys, {a.format}], {a.ppl} ppl), context {T}, "
           f"needle depths {min(depths):.2f}..{max(depths):.2f}" if depths else f"{a.output}: {len(samples)} samples",
           file=sys.stderr)
+
+
+def write_corpus(a, path, samples, wins, end_of_turn, vocab, mk):
+    """Each sample as one calibration sequence of exactly T + F tokens: the
+    context, then question + answer + end of turn as the start of the future,
+    the rest of the future from the start of another window. The profile's
+    utility then includes the answer steps' attention to the needle."""
+    T, F, W = a.context_len, a.corpus_future, len(wins)
+    seqs = []
+    for i, (_, ctx, q, ans) in enumerate(samples):
+        fut = list(q) + list(ans) + list(end_of_turn)
+        if len(fut) > F:
+            sys.exit(f"make_smollm2_tasks: --corpus-future {F} is shorter than question + answer ({len(fut)} tokens)")
+        fut += list(wins[(i + W // 2) % W][:F - len(fut)])
+        seqs.append(np.asarray(list(ctx) + fut, np.int32))
+        assert len(seqs[-1]) == T + F
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="lukv-corpus", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
+                       tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
+                       source=f"niah_single{mk} ({a.needle_style} needles, chat) on {a.heldout}, seed {a.seed}, "
+                              f"T {T}: context + question + answer + end of turn + filler to T + {F}")
+        f["tokens"] = np.concatenate(seqs)
+        f["offsets"] = np.arange(len(seqs) + 1, dtype=np.int64) * (T + F)
 
 
 if __name__ == "__main__":
