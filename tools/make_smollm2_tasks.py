@@ -40,6 +40,15 @@ every sample's task "<task>#<index>" so that lukv-eval reports each sample
 on a row of its own. (The question-aware protocol is lukv-eval's
 --protocol query-aware.)
 
+Calibration samples (docs/results.md, "Calibrating on retrieval samples"):
+--corpus-future F writes a corpus.h5 for lukv-profile instead of a tasks.h5.
+Each niah sample becomes one sequence of --context-len + F tokens: the
+context, the question, the answer and the end of the turn, then the start of
+another window as filler. --needle-style code uses needle sentences and keys
+that the evaluation's tasks never use; with --heldout
+data/corpora/smollm2-calib.h5 and a seed of its own, nothing of the
+evaluation appears in calibration.
+
 Samples are interleaved (--ppl-every: one ppl after every K niah) so that
 `lukv-eval --samples N` takes a mix. Random draws: numpy default_rng seeded
 with --seed (>= 1 000 000) and the sample index.
