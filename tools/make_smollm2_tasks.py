@@ -82,6 +82,9 @@ CODE_QUESTION = " What is the access code of the {k} vault? Answer: "
 CODE_CHAT_Q = " What is the access code of the {k} vault? Answer with the number only."
 CODE_CHAT_A = "The access code of the {k} vault is "
 assert not set(WORDS) & set(CODE_WORDS)
+# --needle-style: (keys, needle, plain question, chat question, chat reply prefix)
+STYLES = {"magic": (WORDS, NEEDLE, QUESTION, CHAT_Q, CHAT_A),
+          "code": (CODE_WORDS, CODE_NEEDLE, CODE_QUESTION, CODE_CHAT_Q, CODE_CHAT_A)}
 
 
 def load_tok(gguf):
@@ -112,7 +115,7 @@ def main():
                     help="niah_multikey: the asked needle's value, or another needle's")
     ap.add_argument("--name-by-sample", action="store_true",
                     help='task names "<task>#<index>": lukv-eval then reports every sample')
-    ap.add_argument("--needle-style", choices=("magic", "code"), default="magic",
+    ap.add_argument("--needle-style", choices=tuple(STYLES), default="magic",
                     help="magic: the evaluation's needle sentence and keys; code: other "
                          "sentences and a disjoint key list (for calibration corpora)")
     ap.add_argument("--corpus-future", type=int, default=0, metavar="F",
@@ -125,9 +128,7 @@ def main():
         sys.exit("make_smollm2_tasks: --seed must be >= 1000000")
     if a.answer == "distractor" and a.multikey < 1:
         sys.exit("make_smollm2_tasks: --answer distractor needs niah_multikey samples (--multikey N)")
-    words = CODE_WORDS if a.needle_style == "code" else WORDS
-    needle_s, q_plain, q_chat, a_chat = ((CODE_NEEDLE, CODE_QUESTION, CODE_CHAT_Q, CODE_CHAT_A)
-                                         if a.needle_style == "code" else (NEEDLE, QUESTION, CHAT_Q, CHAT_A))
+    words, needle_s, q_plain, q_chat, a_chat = STYLES[a.needle_style]
     if not 2 <= a.keys <= len(words):
         sys.exit(f"make_smollm2_tasks: --keys must be in [2, {len(words)}]")
     if a.corpus_future < 0 or (a.corpus_future and (a.ppl or a.format != "chat")):
