@@ -1,7 +1,10 @@
 /* bench-decode: liblukv's CUDA decode attention (issue 6). Not a test; run it
  * on the GPU machine:
  *
- *   build/bench/bench-decode [--quick]
+ *   build/bench/bench-decode [--quick | --shape B,T]
+ *
+ * (--shape B,T: part (a) for that one shape only, e.g. under Nsight Compute:
+ * ncu --kernel-name regex:decode_kernel --launch-skip 10 --launch-count 1 ...)
  *
  * (--smoke: one tiny shape, 2 calls per graph, a 1 MiB copy: the cudasim
  * build's gpu suite runs it so that a GPU session does not lose device time
@@ -223,7 +226,7 @@ void empty_launch(cudaStream_t st, double *plain, double *graph) {
 
 int main(int argc, char **argv) {
   bench_set_prog("bench-decode");
-  int quick = 0, smoke = 0;
+  int quick = 0, smoke = 0, one_b = 0, one_t = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) {
       quick = 1;
@@ -231,8 +234,11 @@ int main(int argc, char **argv) {
       smoke = 1;
       ITERS = 2;
       COPY_BYTES = (size_t)1 << 20;
+    } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc &&
+               sscanf(argv[i + 1], "%d,%d", &one_b, &one_t) == 2 && one_b > 0 && one_t > 64) {
+      i++;
     } else {
-      fprintf(stderr, "usage: %s [--quick | --smoke]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--quick | --smoke | --shape B,T]\n", argv[0]);
       return 2;
     }
   }
@@ -265,9 +271,10 @@ int main(int argc, char **argv) {
          "vs copy", "");
   int Bs[] = {8, 16, 32, 64}, Ts[] = {512, 2048, 8192, 16384};
   if (smoke) Bs[0] = 2, Ts[0] = 96;
+  if (one_b) Bs[0] = one_b, Ts[0] = one_t;
   for (int bi = 0; bi < 4; bi++)
     for (int ti = 0; ti < 4; ti++) {
-      if ((quick && (bi % 2 || ti % 2)) || (smoke && (bi || ti))) continue;
+      if ((quick && (bi % 2 || ti % 2)) || ((smoke || one_b) && (bi || ti))) continue;
       layer_cache lc = build(Bs[bi], Ts[ti], 0.0, st);
       const double t = time_decode(&lc, st), bw = lc.bytes_per_call / t;
       printf("%5d %7d %12.1f %10.2f %10.1f %7.1f%% %s\n", Bs[bi], Ts[ti],
@@ -276,6 +283,7 @@ int main(int argc, char **argv) {
       drop(&lc);
     }
 
+  if (one_b) return 0;
   /* (b) + (c) */
   printf("\n(b) decode time per layer vs the full cache, (c) bytes held\n");
   printf("%5s %7s %6s %10s %10s %16s %16s %8s %s\n", "B", "tokens", "compr", "us/call",

@@ -65,7 +65,30 @@ int cuda_fail(lukv_error *err, const char *where, const char *what, const char *
 /* ---- constants ------------------------------------------------------------ */
 
 const int SNAP_SPAN = 256;    /* keys per rowstats block */
-const int DEC_THREADS = 128;  /* decode block */
+/* Decode tuning (overridable at compile time for sweeps on a GPU): threads
+ * per block, rows per team and step (U), the minimum resident blocks per SM
+ * the compiler must allow (caps registers), and how splits are counted (FILL
+ * 1: one exact wave of resident blocks; 0: WAVES x SMs blocks). Chosen on an
+ * H100 (2026-11-24, bench-decode, 10 variants in one session): MINB 4 (128
+ * registers, 16 warps per SM instead of 138 registers and 12 warps) with
+ * FILL 1 reads 84-90% of the copy bandwidth at 8-64 sequences x 16K tokens,
+ * against 63-82% before; U 2 and 64-thread blocks were slower. */
+#ifndef LUKV_DEC_THREADS
+#define LUKV_DEC_THREADS 128
+#endif
+#ifndef LUKV_DEC_U
+#define LUKV_DEC_U 4
+#endif
+#ifndef LUKV_DEC_MINB
+#define LUKV_DEC_MINB 4
+#endif
+#ifndef LUKV_DEC_WAVES
+#define LUKV_DEC_WAVES 4
+#endif
+#ifndef LUKV_DEC_FILL /* 1: splits fill one wave of resident blocks exactly */
+#define LUKV_DEC_FILL 1
+#endif
+const int DEC_THREADS = LUKV_DEC_THREADS; /* decode block */
 const int NSPLIT_MAX = 32;    /* most splits of one segment */
 const int MIN_SPLIT_ROWS = 64;
 const int GATHER_ROWS = 32;   /* rows per gather block */
@@ -75,6 +98,7 @@ enum { SC_T, SC_A, SC_B, SC_C, SC_D, SC_E, SC_F, SC_CUB, SC_POS, SC_INFO, SC_N }
 struct cu_ctx {
   cudaStream_t stream;
   int device, sms;
+  int resident; /* decode blocks resident at once on the device (occupancy x SMs) */
   lukv_rt_dims dims;
   int reserve;
   int group;       /* Hq / Hkv */
@@ -499,7 +523,7 @@ struct dec_args {
  * consecutive rows, U rows each per step. Block state per team: running max
  * m, sum l and unnormalised acc per query head (f32, exp2 domain). */
 template <int TPR, int G, int U>
-__global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_args a) {
+__global__ void __launch_bounds__(DEC_THREADS, LUKV_DEC_MINB) decode_kernel(const dec_args a) {
   constexpr int R = DEC_THREADS / TPR;
   constexpr int DM = TPR * 8;
   __shared__ float sm_acc[R][G][DM];
@@ -670,9 +694,9 @@ typedef void (*decode_fn)(const dec_args);
 template <int TPR>
 decode_fn pick_g(int G) {
   switch (G) {
-  case 1: return decode_kernel<TPR, 1, 4>;
-  case 2: return decode_kernel<TPR, 2, 4>;
-  case 4: return decode_kernel<TPR, 4, 4>;
+  case 1: return decode_kernel<TPR, 1, LUKV_DEC_U>;
+  case 2: return decode_kernel<TPR, 2, LUKV_DEC_U>;
+  case 4: return decode_kernel<TPR, 4, LUKV_DEC_U>;
   default: return decode_kernel<TPR, 8, 2>;
   }
 }
@@ -690,7 +714,14 @@ inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
 int splits_for(const cu_ctx *c, int max_cap) {
   const int cells = c->dims.B * c->dims.Hkv * c->gz;
-  int n = (int)cdiv((size_t)4 * c->sms, (size_t)cells);
+#if LUKV_DEC_FILL
+  /* As many splits as fill the resident blocks once: a partial second wave
+   * would leave most SMs idle while it runs (measured on an H100: 56% of the
+   * copy bandwidth at 1.09 waves against 89% at 2). */
+  int n = c->resident / cells;
+#else
+  int n = (int)cdiv((size_t)LUKV_DEC_WAVES * c->sms, (size_t)cells);
+#endif
   const int by_rows = (int)cdiv((size_t)(max_cap > 0 ? max_cap : 1), MIN_SPLIT_ROWS);
   if (n > by_rows) n = by_rows;
   if (n > c->nsplit_cap) n = c->nsplit_cap;
@@ -730,7 +761,18 @@ int be_init(const lukv_rt_dims *dims, int reserve, void **out, lukv_error *err) 
   c->G = c->group == 1 ? 1 : c->group == 2 ? 2 : c->group <= 4 ? 4 : 8;
   c->gz = (c->group + c->G - 1) / c->G;
   const size_t cells = (size_t)dims->B * dims->Hkv * c->gz;
-  int cap = (int)cdiv((size_t)4 * sms, cells);
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, (const void *)pick_decode(dims->d, c->G), DEC_THREADS,
+                                                    0) != cudaSuccess || per_sm < 1) {
+    cudaGetLastError();
+    per_sm = 1;
+  }
+  c->resident = per_sm * sms;
+#if LUKV_DEC_FILL
+  int cap = (int)((size_t)c->resident / cells);
+#else
+  int cap = (int)cdiv((size_t)LUKV_DEC_WAVES * sms, cells);
+#endif
   c->nsplit_cap = cap < 1 ? 1 : cap > NSPLIT_MAX ? NSPLIT_MAX : cap;
   const size_t slots = cells * c->nsplit_cap * c->G;
   int rc = LUKV_OK;

@@ -140,6 +140,17 @@ def main():
             for k in ("context_len", "accuracy", "nll", "kv_bytes"):
                 check(np.array_equal(a[k][()], b[k][()]), f"query-aware {k} == question moved by hand")
 
+        # ---- default context lengths fit the model (max_position_embeddings 256) ----
+        dflt = os.path.join(tmp, "default-lens.h5")
+        rc, so, se = run("--model", MODEL, "--haystack", HAY, "--tasks", "niah_single,ppl", "--samples", "1",
+                         "--allocators", "full", "-q", "-o", dflt)
+        check(rc == 0, f"default --context-lens: exit {rc}: {se}")
+        check("default context length 4096 capped at 128" in se, f"default lens: no note: {se!r}")
+        if rc == 0:
+            with h5py.File(dflt, "r") as f:
+                lens = sorted(set(int(x) for x in f["context_len"][()]))
+            check(lens == [128], f"default lens on a 256-position model: {lens}, expected [128] once")
+
         # ---- bad inputs ----
         bad = os.path.join(tmp, "bad.h5")
         other_budgets = os.path.join(tmp, "other.h5")

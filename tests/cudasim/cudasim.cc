@@ -862,6 +862,16 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
   return cudaSuccess;
 }
 
+/* No register or shared-memory model: the thread limit alone (2048 threads,
+ * at most 32 blocks per SM), enough for code that sizes its grid by it. */
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, const void *func, int blockSize,
+                                                          size_t dynamicSMemSize) {
+  (void)dynamicSMemSize;
+  if (!numBlocks || !func || blockSize < 1 || blockSize > 1024) return ret(cudaErrorInvalidValue);
+  *numBlocks = 2048 / blockSize < 32 ? 2048 / blockSize : 32;
+  return cudaSuccess;
+}
+
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
   if (!func) return ret(cudaErrorInvalidDeviceFunction);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {

@@ -32,6 +32,7 @@ train_log.txt, train_summary.json (steps, tokens, held-out bits/byte, a quick
 retrieval probe, the HF logits check).
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -459,12 +460,16 @@ def main():
 
     train_path = os.path.join(a.corpus, "train.bin")
     heldout = np.fromfile(os.path.join(a.corpus, "heldout.bin"), dtype=np.uint8)
+    # What was trained on, read from the files themselves (the manifest may not
+    # travel with them to the GPU machine).
     man = {}
-    mpath = os.path.join(a.corpus, "manifest.json")
-    if os.path.exists(mpath):
-        with open(mpath) as f:
-            m = json.load(f)
-        man = {k: {"bytes": v["bytes"], "sha256": v["sha256"]} for k, v in m["splits"].items()}
+    for split in ("train", "heldout"):
+        h = hashlib.sha256()
+        with open(os.path.join(a.corpus, split + ".bin"), "rb") as f:
+            for blk in iter(lambda: f.read(1 << 22), b""):
+                h.update(blk)
+        man[split] = {"bytes": os.path.getsize(os.path.join(a.corpus, split + ".bin")),
+                      "sha256": h.hexdigest()}
 
     c = {"vocab_size": tasks.VOCAB, "hidden_size": a.d_model, "intermediate_size": a.ffn,
          "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "num_key_value_heads": a.kv_heads,
