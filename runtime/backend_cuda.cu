@@ -716,8 +716,9 @@ int splits_for(const cu_ctx *c, int max_cap) {
   const int cells = c->dims.B * c->dims.Hkv * c->gz;
 #if LUKV_DEC_FILL
   /* As many splits as fill the resident blocks once: a partial second wave
-   * would leave most SMs idle while it runs (measured on an H100: 56% of the
-   * copy bandwidth at 1.09 waves against 89% at 2). */
+   * leaves most SMs idle while it runs (H100, 8 sequences x 16K tokens, 4
+   * blocks per SM: 576 blocks, 1.09 waves of 528, read 56% of the copy
+   * bandwidth; 512 blocks read 84%). */
   int n = c->resident / cells;
 #else
   int n = (int)cdiv((size_t)LUKV_DEC_WAVES * c->sms, (size_t)cells);
