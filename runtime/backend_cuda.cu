@@ -69,10 +69,10 @@ const int SNAP_SPAN = 256;    /* keys per rowstats block */
  * per block, rows per team and step (U), the minimum resident blocks per SM
  * the compiler must allow (caps registers), and how splits are counted (FILL
  * 1: one exact wave of resident blocks; 0: WAVES x SMs blocks). Chosen on an
- * H100 (2026-11-24, bench-decode, 10 variants in one session): MINB 4 (128
+ * H100 (2026-11-24, bench-decode, 14 settings timed): MINB 4 (128
  * registers, 16 warps per SM instead of 138 registers and 12 warps) with
  * FILL 1 reads 84-90% of the copy bandwidth at 8-64 sequences x 16K tokens,
- * against 63-82% before; U 2 and 64-thread blocks were slower. */
+ * against 63-82% before; U 2, 64-thread blocks and MINB 6-8 were slower. */
 #ifndef LUKV_DEC_THREADS
 #define LUKV_DEC_THREADS 128
 #endif
