@@ -30,7 +30,16 @@ Task names: niah_single (1 key) and niah_multikey (4 keys; other counts
 evaluation half of the held-out split (never trained on; the calibration
 file calib.h5 is the other half). Seeds: SeedSequence([4, C, keys, i]),
 i = 0..samples-1 (domain 4: training is 1, needle_eval.py 2, train.py's
-probe 3). Interpreter: /usr/bin/python3 (Debian h5py + numpy).
+probe 3).
+
+Calibration samples (docs/results.md, "lukv-tiny"): --corpus-future F writes
+a corpus.h5 for lukv-profile instead, one sequence of C + F tokens per
+prompt: the context, then the question, the answer and "\n" as the start of
+the future, the rest of the future natural text from another place of the
+haystack, so that the profile's utility includes the answer's attention to
+the needle. Use it with --heldout data/corpora/calib.h5 (the calibration
+half) and --seed-domain 5, so that nothing of the evaluation prompts
+appears in calibration. Interpreter: /usr/bin/python3 (Debian h5py + numpy).
 """
 import argparse
 import os
@@ -82,7 +91,13 @@ def main():
     ap.add_argument("--contexts", default="1024,2048,3968", help="context tokens per cell (BOS included)")
     ap.add_argument("--keys", default="1,4", help="needles per prompt, one cell each")
     ap.add_argument("--samples", type=int, default=50, help="prompts per (context, keys) cell")
+    ap.add_argument("--corpus-future", type=int, default=0, metavar="F",
+                    help="write a corpus.h5 of C + F tokens per prompt (calibration) instead of a tasks.h5")
+    ap.add_argument("--seed-domain", type=int, default=TASKS_DOMAIN,
+                    help="first SeedSequence entropy word (default %d; 1-3 are training's)" % TASKS_DOMAIN)
     a = ap.parse_args()
+    if a.seed_domain in (1, 2, 3):
+        die("--seed-domain %d is used by training or its probes" % a.seed_domain)
     contexts = int_list(a.contexts, "--contexts")
     keys = int_list(a.keys, "--keys")
     if a.samples < 1:
@@ -104,17 +119,39 @@ def main():
         for k in keys:
             name = {1: "niah_single", 4: "niah_multikey"}.get(k, "niah_%dkeys" % k)
             for i in range(a.samples):
-                c, q, an = sample(b, tasks.rng_for(TASKS_DOMAIN, C, k, i), C, k)
+                rng = tasks.rng_for(a.seed_domain, C, k, i)
+                c, q, an = sample(b, rng, C, k)
                 names.append(name), ctx.append(c), qs.append(q), ans.append(an)
+                if a.corpus_future:
+                    fut = np.concatenate([q, an, [10]]).astype(np.int32)
+                    if len(fut) > a.corpus_future:
+                        die("--corpus-future %d is shorter than question + answer (%d tokens)"
+                            % (a.corpus_future, len(fut)))
+                    filler = b._window(rng, a.corpus_future - len(fut)).astype(np.int32)
+                    ctx[-1] = np.concatenate([c, fut, filler])
 
     tmp = a.output + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
+    if a.corpus_future:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(format="lukv-corpus", format_version=1, created_by="lukv tools/organism/make_tasks.py",
+                           tokenizer="bytes", vocab_size=tasks.VOCAB,
+                           source="lukv-tiny needle prompts (tasks.py templates) as calibration sequences: "
+                                  "context + question + answer + filler to C + %d; contexts %s, keys %s, %d per "
+                                  "cell, haystack %s, seeds SeedSequence([%d, C, keys, i])"
+                                  % (a.corpus_future, a.contexts, a.keys, a.samples,
+                                     os.path.basename(a.heldout), a.seed_domain))
+            f["tokens"] = np.concatenate(ctx)
+            f["offsets"] = np.cumsum([0] + [len(x) for x in ctx]).astype(np.int64)
+        os.replace(tmp, a.output)
+        print("%s: corpus of %d sequences" % (a.output, len(ctx)), file=sys.stderr)
+        return
     with h5py.File(tmp, "w") as f:
         f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/organism/make_tasks.py",
                        tokenizer="bytes", vocab_size=tasks.VOCAB,
                        source="lukv-tiny needle prompts (tasks.py templates), contexts %s, keys %s, %d per cell, "
                               "haystack %s, seeds SeedSequence([%d, C, keys, i])"
-                              % (a.contexts, a.keys, a.samples, os.path.basename(a.heldout), TASKS_DOMAIN))
+                              % (a.contexts, a.keys, a.samples, os.path.basename(a.heldout), a.seed_domain))
         f.create_dataset("task", data=names, dtype=h5py.string_dtype())
         for name, parts in (("context", ctx), ("question", qs), ("answer", ans)):
             f[name] = np.concatenate(parts)
