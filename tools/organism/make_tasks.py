@@ -102,6 +102,8 @@ def main():
     keys = int_list(a.keys, "--keys")
     if a.samples < 1:
         die("--samples: %d is not >= 1" % a.samples)
+    if a.corpus_future < 0:
+        die("--corpus-future: %d is not >= 0" % a.corpus_future)
     try:
         with h5py.File(a.heldout, "r") as f:
             ids = f["tokens"][()]
