@@ -649,6 +649,26 @@ void *warp_exchange(const void *v, size_t bytes, int src_lane) {
   return w.slot[par][src_lane];
 }
 
+const void *warp_gather(const void *v, size_t bytes) {
+  if (bytes > 16) fatal("a warp gather of more than 16 bytes", B.name);
+  warp_slots &w = B.w[B.cur->linear / 32];
+  const unsigned gen = w.gen, par = gen & 1u;
+  memcpy(w.slot[par][B.cur->linear & 31], v, bytes);
+  w.stamp[par][B.cur->linear & 31] = gen;
+  warp_barrier();
+  for (int l = 0; l < 32; l++)
+    if (w.stamp[par][l] != gen)
+      fatal("a warp-wide PTX operation (ldmatrix, mma) that not every lane of the warp reached", B.name);
+  return w.slot[par];
+}
+
+std::vector<cp_async_state> &cp_async_threads() {
+  static std::vector<cp_async_state> per_thread;
+  return per_thread;
+}
+
+int thread_linear() { return B.cur->linear; }
+
 void *dynamic_smem() { return B.smem; }
 
 bool warp_memo(size_t bytes, void **buf) {
