@@ -6,6 +6,7 @@
  * bf16 (the default path) or float (the f32 accuracy path); arithmetic is f32
  * in both. */
 #include "cuda_kernels.h"
+#include "mma_ptx.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -321,56 +322,6 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
  * of shared memory and 255 registers for d = 128: two blocks per SM). On the
  * H100 at the 8B shape that was 1.35-1.45x faster than 1 x 8 and 1 x 4, and
  * 3-7% faster than 2 x 8 (docs/engine.md). */
-
-#ifndef LUKV_CUDASIM_H
-/* The PTX behind the kernel; cudasim (tests/cudasim/cudasim.h) has its own
- * versions of these six, with the same fragment layouts. */
-__device__ __forceinline__ uint32_t ptx_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-/* 16 bytes global -> shared, asynchronous; zeros when !ok (src not read) */
-__device__ __forceinline__ void ptx_cp_async16(void *dst, const void *src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ptx_smem_addr(dst)), "l"(src),
-               "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void ptx_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-/* waits until at most n committed groups are still in flight */
-template <int n>
-__device__ __forceinline__ void ptx_cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(n));
-}
-/* four 8x8 bf16 matrices; lane i gives the address of row i % 8 of matrix i / 8;
- * r[m] holds row lane / 4, columns 2 (lane % 4) + {0, 1} of matrix m (of its
- * transpose with trans) */
-__device__ __forceinline__ void ptx_ldmatrix_x4(uint32_t r[4], const bf16 *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(ptx_smem_addr(p)));
-}
-__device__ __forceinline__ void ptx_ldmatrix_x4_trans(uint32_t r[4], const bf16 *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(ptx_smem_addr(p)));
-}
-/* c [16, 8] += a [16, 16] b [16, 8], bf16 in, f32 accumulate (PTX ISA fragment layouts) */
-__device__ __forceinline__ void ptx_mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ float ptx_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-#endif
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &v, sizeof u);
-  return u;
-}
 
 template <int D, int MT, int WARPS>
 struct Fa2 {

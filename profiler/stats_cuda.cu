@@ -42,6 +42,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <type_traits>
+
+#include "mma_ptx.cuh"
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -366,6 +370,186 @@ __global__ void __launch_bounds__(TC_THREADS) k_colreduce_tc(const float *__rest
   }
 }
 
+/* ---- the column reduction on mma.sync (head_dim 64 and 128) ------------------------
+ * k_colreduce_tc's output for d = 64 and 128 with the flash kernel's machinery
+ * (common/mma_ptx.cuh): q and k first packed to bf16 copies (k_bf16_pack,
+ * which also decides whether they are bf16 values at all), then a block owns
+ * MR_BJ = 64 keys of KV head blockIdx.y (K in shared memory for the whole
+ * launch) and streams tiles of 128 rows of every query head of the group
+ * through a cp.async double buffer. Per warp (32 rows, two m-tiles) and tile:
+ *   S [32, 64] = Q K^T       ldmatrix + mma.m16n8k16, f32 accumulators
+ *   log2 p = s·scale·log2(e) − lse·log2(e)   one FMA (the CPU rounds
+ *                            (float)(s·scale) − lse first: ~1e-7 apart)
+ *   max or sum over rows     per lane in registers: for max the exponents
+ *                            (exp is monotone; ex2.approx once per column at
+ *                            the end), for sum ex2.approx of each, in double;
+ *                            the 8 lanes of a column pair combined by shuffles
+ *                            and the 4 warps through shared memory once per
+ *                            query head.
+ * Rows past r1 and keys after a row (j > i) count 0; keys past n_keys are
+ * zeros in shared memory and never written. */
+const int MR_BJ = 64, MR_WARPS = 4, MR_MT = 2, MR_BR = 16 * MR_MT * MR_WARPS;
+
+template <int D>
+__host__ __device__ inline size_t mr_smem() {
+  return (size_t)(MR_BJ + 2 * MR_BR) * (D + 8) * sizeof(bf16_t) + (size_t)MR_WARPS * MR_BJ * sizeof(double);
+}
+
+/* dst = the high half of each f32 of p[0, n) (its bf16 when it is one);
+ * *flag |= some element is not a bf16 value (low 16 bits set). */
+__global__ void k_bf16_pack(const float *__restrict__ p, size_t n, uint16_t *__restrict__ dst,
+                            unsigned *__restrict__ flag) {
+  unsigned any = 0;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const unsigned u = __float_as_uint(p[i]);
+    any |= u & 0xffffu;
+    dst[i] = (uint16_t)(u >> 16);
+  }
+  if (any) atomicOr(flag, 1u);
+}
+
+__device__ __forceinline__ float max_nan_f(float m, float a) { return (a > m || a != a) ? a : m; }
+
+template <bool USE_MAX, int D>
+__global__ void __launch_bounds__(MR_WARPS * 32)
+    k_colreduce_mma(const bf16_t *__restrict__ qb, const bf16_t *__restrict__ kb, const float *__restrict__ lse,
+                    int T, int n_keys, int Hq, int Hkv, float scale, int r0, int r1,
+                    const unsigned *__restrict__ not_bf16, double *__restrict__ out) {
+  if (*not_bf16) return; /* uniform: k_colreduce does this launch's work */
+  typedef typename std::conditional<USE_MAX, float, double>::type acc_t;
+  constexpr int LD = D + 8, CH = D / 8, NT = MR_WARPS * 32, RW = 16 * MR_MT;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16_t *sK = (bf16_t *)smem;                         /* [BJ][LD] */
+  bf16_t *sQ = sK + MR_BJ * LD;                        /* [2][BR][LD] */
+  double *sR = (double *)(sQ + 2 * MR_BR * LD);        /* [WARPS][BJ] */
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int h = blockIdx.y, j0 = blockIdx.x * MR_BJ, group = Hq / Hkv;
+  /* row tiles [r0 + rt BR, + BR); those before rt_first hold only rows i < j0, which see no key of the block */
+  const int n_rt = (r1 - r0 + MR_BR - 1) / MR_BR;
+  const int rt_first = j0 > r0 ? (j0 - r0) / MR_BR : 0;
+  const int per_head = n_rt > rt_first ? n_rt - rt_first : 0, n_tiles = group * per_head;
+
+  for (int e = threadIdx.x; e < MR_BJ * CH; e += NT) {
+    const int r = e / CH, c = (e % CH) * 8, j = j0 + r;
+    const bool ok = j < n_keys;
+    ptx_cp_async16(sK + r * LD + c, ok ? kb + ((size_t)j * Hkv + h) * D + c : kb, ok);
+  }
+  auto load_q = [&](int t) {
+    const int qh = h * group + t / per_head, i0 = r0 + (rt_first + t % per_head) * MR_BR;
+    bf16_t *dq = sQ + (t & 1) * MR_BR * LD;
+    for (int e = threadIdx.x; e < MR_BR * CH; e += NT) {
+      const int r = e / CH, c = (e % CH) * 8, i = i0 + r;
+      const bool ok = i < r1;
+      ptx_cp_async16(dq + r * LD + c, ok ? qb + ((size_t)(i - r0) * Hq + qh) * D + c : qb, ok);
+    }
+  };
+  if (n_tiles > 0) load_q(0);
+  ptx_cp_async_commit();
+
+  const int w0 = warp * RW, g = lane >> 2, qd = lane & 3;
+  /* columns 8 nb + 2 qd + {0, 1} over this lane's rows: max of log2 p, or sum of p */
+  acc_t acc[MR_BJ / 8][2];
+#pragma unroll
+  for (int nb = 0; nb < MR_BJ / 8; nb++) acc[nb][0] = acc[nb][1] = USE_MAX ? -INFINITY : 0;
+  const float log2e = 1.4426950408889634f, scale_log2 = scale * log2e;
+
+  for (int qi = 0; qi < group; qi++) {
+    const int qh = h * group + qi;
+    for (int rt = 0; rt < per_head; rt++) {
+      const int t = qi * per_head + rt;
+      if (t + 1 < n_tiles) {
+        load_q(t + 1);
+        ptx_cp_async_commit();
+        ptx_cp_async_wait<1>();
+      } else {
+        ptx_cp_async_wait<0>();
+      }
+      __syncthreads();
+      const int i0 = r0 + (rt_first + rt) * MR_BR, wi0 = i0 + w0;
+      if (wi0 < r1 && wi0 + RW - 1 >= j0) { /* the warp has rows, and one of them sees a key of the block */
+        const bf16_t *tQ = sQ + (t & 1) * MR_BR * LD + (w0 + (lane & 15)) * LD + (lane >> 4) * 8;
+        float s[MR_MT][MR_BJ / 8][4];
+#pragma unroll
+        for (int mt = 0; mt < MR_MT; mt++)
+#pragma unroll
+          for (int nb = 0; nb < MR_BJ / 8; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
+#pragma unroll
+        for (int kc = 0; kc < D / 32; kc++) {
+          uint32_t a[MR_MT][2][4];
+#pragma unroll
+          for (int mt = 0; mt < MR_MT; mt++) {
+            ptx_ldmatrix_x4(a[mt][0], tQ + mt * 16 * LD + kc * 32);
+            ptx_ldmatrix_x4(a[mt][1], tQ + mt * 16 * LD + kc * 32 + 16);
+          }
+#pragma unroll
+          for (int nb = 0; nb < MR_BJ / 8; nb++) {
+            uint32_t b[4];
+            ptx_ldmatrix_x4(b, sK + (nb * 8 + (lane & 7)) * LD + kc * 32 + (lane >> 3) * 8);
+#pragma unroll
+            for (int mt = 0; mt < MR_MT; mt++) {
+              ptx_mma_bf16_16816(s[mt][nb], a[mt][0], b[0], b[1]);
+              ptx_mma_bf16_16816(s[mt][nb], a[mt][1], b[2], b[3]);
+            }
+          }
+        }
+        const bool causal = wi0 < j0 + MR_BJ - 1; /* some key of the block comes after some row of the warp */
+#pragma unroll
+        for (int mt = 0; mt < MR_MT; mt++)
+#pragma unroll
+          for (int hf = 0; hf < 2; hf++) {
+            const int i = wi0 + mt * 16 + hf * 8 + g;
+            if (i >= r1) continue;
+            const float l2 = lse[(size_t)qh * T + i] * log2e;
+#pragma unroll
+            for (int nb = 0; nb < MR_BJ / 8; nb++)
+#pragma unroll
+              for (int e = 0; e < 2; e++) {
+                if (causal && j0 + nb * 8 + 2 * qd + e > i) continue;
+                const float x = fmaf(s[mt][nb][2 * hf + e], scale_log2, -l2); /* log2 p */
+                if constexpr (USE_MAX)
+                  acc[nb][e] = max_nan_f(acc[nb][e], x); /* exp is monotone: max the exponents, exp once */
+                else
+                  acc[nb][e] += (double)ptx_exp2(x);
+              }
+          }
+      }
+      __syncthreads(); /* tile t's buffer is free for tile t + 2 */
+    }
+    /* this query head's columns: the 8 lanes of a column pair, then the warps in order */
+#pragma unroll
+    for (int nb = 0; nb < MR_BJ / 8; nb++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        acc_t v = acc[nb][e];
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          const acc_t w = __shfl_xor_sync(0xffffffffu, v, o);
+          if constexpr (USE_MAX)
+            v = max_nan_f(v, w);
+          else
+            v += w;
+        }
+        if constexpr (USE_MAX) {
+          if (g == 0) sR[warp * MR_BJ + nb * 8 + 2 * qd + e] = (double)ptx_exp2(v); /* -inf (no row): 0 */
+          acc[nb][e] = -INFINITY;
+        } else {
+          if (g == 0) sR[warp * MR_BJ + nb * 8 + 2 * qd + e] = v;
+          acc[nb][e] = 0;
+        }
+      }
+    __syncthreads();
+    if (threadIdx.x < MR_BJ && j0 + (int)threadIdx.x < n_keys) {
+      double v = sR[threadIdx.x];
+      for (int w = 1; w < MR_WARPS; w++) {
+        const double x = sR[w * MR_BJ + threadIdx.x];
+        v = USE_MAX ? max_nan(v, x) : v + x;
+      }
+      out[(size_t)qh * n_keys + j0 + threadIdx.x] = v;
+    }
+    __syncthreads(); /* sR is read before the next head writes it */
+  }
+}
+
 /* *flag |= some element of p[0, n) is not a bf16 value (low 16 bits set). */
 __global__ void k_bf16_exact(const float *__restrict__ p, size_t n, unsigned *__restrict__ flag) {
   unsigned any = 0;
@@ -565,7 +749,7 @@ struct lukv_stats_cuda {
   cublasHandle_t blas;
   /* device scratch */
   dbuf gram, vm, partial, dsum, red, kd_part, kd_mean, kd_inv, keys_in, keys_out, offs, cub_tmp, mg, curves_d,
-      flags, vn, u, score, not_bf16;
+      flags, vn, u, score, not_bf16, q_bf16, k_bf16;
   /* host scratch */
   float *curves_h;
   size_t curves_h_bytes;
@@ -686,13 +870,29 @@ int check_head_dim(const ctx_t *c, int d, const char *who, lukv_error *err) {
   return LUKV_OK;
 }
 
-/* Queues k_colreduce_tc (when tc) and k_colreduce for one USE_MAX. */
+/* Queues the tensor-core kernel (k_colreduce_mma when mma, else
+ * k_colreduce_tc, when tc) and k_colreduce for one USE_MAX. */
 template <bool USE_MAX>
-int launch_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, bool tc, const unsigned *not_bf16,
+int launch_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, bool tc, bool mma, const unsigned *not_bf16,
                      double *red, const char *who, lukv_error *err) {
   const int T = x->T_ctx + x->F, d = x->head_dim;
   const dim3 grid((unsigned)((x->T_ctx + CR_BJ - 1) / CR_BJ), (unsigned)x->n_kv_heads);
-  if (tc) {
+  if (mma) {
+    static_assert(MR_BJ == CR_BJ, "one grid for both kernels");
+    const bf16_t *qb = (const bf16_t *)c->q_bf16.p, *kb = (const bf16_t *)c->k_bf16.p;
+    if (d == 64) {
+      CU(cudaFuncSetAttribute(k_colreduce_mma<USE_MAX, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              (int)mr_smem<64>()));
+      k_colreduce_mma<USE_MAX, 64><<<grid, MR_WARPS * 32, mr_smem<64>(), c->st>>>(
+          qb, kb, x->lse, T, x->T_ctx, x->n_heads, x->n_kv_heads, x->scale, r0, r1, not_bf16, red);
+    } else {
+      CU(cudaFuncSetAttribute(k_colreduce_mma<USE_MAX, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              (int)mr_smem<128>()));
+      k_colreduce_mma<USE_MAX, 128><<<grid, MR_WARPS * 32, mr_smem<128>(), c->st>>>(
+          qb, kb, x->lse, T, x->T_ctx, x->n_heads, x->n_kv_heads, x->scale, r0, r1, not_bf16, red);
+    }
+    LAUNCHED("k_colreduce_mma");
+  } else if (tc) {
     const size_t smem = tc_layout(d).total;
     CU(cudaFuncSetAttribute(k_colreduce_tc<USE_MAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     k_colreduce_tc<USE_MAX><<<grid, TC_THREADS, smem, c->st>>>(x->q, x->k, x->lse, T, x->T_ctx, x->n_heads,
@@ -708,9 +908,11 @@ int launch_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, bool tc
 }
 
 /* red [Hq, T_ctx] device = column reduction over rows [r0, r1): on tensor
- * cores when q and k hold bf16 values and d is a multiple of 16, else in
- * f32. Both kernels are queued behind k_bf16_exact; each returns at once
- * when the other one is the right one. */
+ * cores when q and k hold bf16 values and d is a multiple of 16 (mma.sync
+ * for d = 64 and 128, on bf16 copies of q's rows and of k; wmma for the
+ * others), else in f32. The kernels are queued behind the check
+ * (k_bf16_pack / k_bf16_exact); each returns at once when another one is
+ * the right one. */
 int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_max, double *red, const char *who,
                   lukv_error *err) {
   int rc = check_head_dim(c, x->head_dim, who, err);
@@ -719,21 +921,33 @@ int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_ma
   const int d = x->head_dim;
   unsigned *not_bf16 = (unsigned *)c->not_bf16.p;
   const bool tc = d % 16 == 0 && tc_layout(d).total <= c->smem_optin && r1 > r0;
+  const bool mma = tc && (d == 64 || d == 128) && (d == 64 ? mr_smem<64>() : mr_smem<128>()) <= c->smem_optin;
+  const float *spans[2] = {x->q + (size_t)r0 * x->n_heads * d, x->k};
+  const size_t lens[2] = {(size_t)(r1 - r0) * x->n_heads * d, (size_t)x->T_ctx * x->n_kv_heads * d};
+  if (mma) {
+    rc = ensure(c, &c->q_bf16, sizeof(uint16_t) * (lens[0] ? lens[0] : 1), who, err);
+    if (rc == LUKV_OK) rc = ensure(c, &c->k_bf16, sizeof(uint16_t) * (lens[1] ? lens[1] : 1), who, err);
+    if (rc != LUKV_OK) return rc;
+  }
   if (tc) {
     CU(cudaMemsetAsync(not_bf16, 0, sizeof(unsigned), c->st));
-    const float *spans[2] = {x->q + (size_t)r0 * x->n_heads * d, x->k};
-    const size_t lens[2] = {(size_t)(r1 - r0) * x->n_heads * d, (size_t)x->T_ctx * x->n_kv_heads * d};
+    uint16_t *packed[2] = {(uint16_t *)c->q_bf16.p, (uint16_t *)c->k_bf16.p};
     for (int t = 0; t < 2; t++) {
       if (lens[t] == 0) continue;
       const unsigned nb = blocks_for(lens[t], 256);
-      k_bf16_exact<<<nb < 1024 ? nb : 1024, 256, 0, c->st>>>(spans[t], lens[t], not_bf16);
-      LAUNCHED("k_bf16_exact");
+      if (mma) {
+        k_bf16_pack<<<nb < 2048 ? nb : 2048, 256, 0, c->st>>>(spans[t], lens[t], packed[t], not_bf16);
+        LAUNCHED("k_bf16_pack");
+      } else {
+        k_bf16_exact<<<nb < 1024 ? nb : 1024, 256, 0, c->st>>>(spans[t], lens[t], not_bf16);
+        LAUNCHED("k_bf16_exact");
+      }
     }
   } else {
     CU(cudaMemsetAsync(not_bf16, 0xff, sizeof(unsigned), c->st)); /* the f32 kernel, always */
   }
-  return use_max ? launch_colreduce<true>(c, x, r0, r1, tc, not_bf16, red, who, err)
-                 : launch_colreduce<false>(c, x, r0, r1, tc, not_bf16, red, who, err);
+  return use_max ? launch_colreduce<true>(c, x, r0, r1, tc, mma, not_bf16, red, who, err)
+                 : launch_colreduce<false>(c, x, r0, r1, tc, mma, not_bf16, red, who, err);
 }
 
 int enq_utility(ctx_t *c, const lukv_layer_view *x, const float *vn, lukv_utility_mode mode, float *u,
@@ -911,7 +1125,8 @@ extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
   cudaSetDevice(c->device);
   dbuf *bufs[] = {&c->gram,  &c->vm,     &c->partial,  &c->dsum,    &c->red,  &c->kd_part,
                   &c->kd_mean, &c->kd_inv, &c->keys_in, &c->keys_out, &c->offs, &c->cub_tmp,
-                  &c->mg,    &c->curves_d, &c->flags,  &c->vn,      &c->u,    &c->score, &c->not_bf16};
+                  &c->mg,    &c->curves_d, &c->flags,  &c->vn,      &c->u,    &c->score, &c->not_bf16,
+                  &c->q_bf16, &c->k_bf16};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]->p) cudaFree(bufs[i]->p);
   if (c->blas) cublasDestroy(c->blas);

@@ -1,0 +1,69 @@
+/* The inline PTX of the tensor-core kernels (the engine's flash attention in
+ * model/cuda_kernels.cu, the profiler's column reduction in
+ * profiler/stats_cuda.cu): warp-level mma.sync m16n8k16 on bf16, ldmatrix,
+ * cp.async. Under cudasim (tests/cudasim/include/cudasim_ptx.h) the same
+ * names run on the CPU with the PTX ISA's fragment layouts.
+ *
+ * Fragments of mma.m16n8k16.row.col (lane t, g = t / 4, q = t % 4):
+ *   A [16][16] a[0..3]: rows g, g + 8, g, g + 8; columns 2q + {0, 1}, + 8 for a[2], a[3]
+ *   B [16][8]  b0, b1:  rows (k) 2q + {0, 1}, + 8 for b1; column (n) g
+ *   C [16][8]  c[0..3]: (g, 2q), (g, 2q + 1), (g + 8, 2q), (g + 8, 2q + 1)
+ * An A or B register holds two bf16, the lower column (row for B) in the low half. */
+#ifndef LUKV_MMA_PTX_CUH
+#define LUKV_MMA_PTX_CUH
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef LUKV_CUDASIM_H
+static __device__ __forceinline__ uint32_t ptx_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+/* 16 bytes global -> shared, asynchronous; zeros when !ok (src not read) */
+static __device__ __forceinline__ void ptx_cp_async16(void *dst, const void *src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ptx_smem_addr(dst)), "l"(src),
+               "r"(ok ? 16 : 0));
+}
+static __device__ __forceinline__ void ptx_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+/* waits until at most n committed groups are still in flight */
+template <int n>
+static __device__ __forceinline__ void ptx_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(n));
+}
+/* four 8x8 bf16 matrices; lane i gives the address of row i % 8 of matrix i / 8;
+ * r[m] holds row lane / 4, columns 2 (lane % 4) + {0, 1} of matrix m (of its
+ * transpose with trans) */
+static __device__ __forceinline__ void ptx_ldmatrix_x4(uint32_t r[4], const __nv_bfloat16 *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(ptx_smem_addr(p)));
+}
+static __device__ __forceinline__ void ptx_ldmatrix_x4_trans(uint32_t r[4], const __nv_bfloat16 *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(ptx_smem_addr(p)));
+}
+/* c [16, 8] += a [16, 16] b [16, 8], bf16 in, f32 accumulate (PTX ISA fragment layouts) */
+static __device__ __forceinline__ void ptx_mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+static __device__ __forceinline__ float ptx_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+#endif
+
+
+/* two floats as the bf16 pair of an A fragment register (lo = the lower column) */
+static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+#endif
