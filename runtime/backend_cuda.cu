@@ -671,19 +671,37 @@ __global__ void __launch_bounds__(DEC_THREADS, LUKV_DEC_MINB) decode_kernel(cons
   __syncthreads();
   if (!sm_last) return;
   __threadfence();
+  /* The splits' (m, l) come into shared memory in one parallel step and
+   * become weights there, so that each output's loop over the splits is
+   * independent loads of part_acc, not a chain of dependent L2 round trips
+   * (which made a floor of several microseconds per call). Same order of
+   * operations per output as a sequential merge. */
+  __shared__ float sm_wt[NSPLIT_MAX][G], sm_ls[NSPLIT_MAX][G], sm_L[G];
+  for (int idx = tid; idx < a.nsplit * ng; idx += DEC_THREADS) {
+    const int sp = idx / ng, g = idx % ng;
+    const size_t sl = pbase + (size_t)sp * G + g;
+    sm_wt[sp][g] = __ldcg(&a.part_ml[sl * 2]);
+    sm_ls[sp][g] = __ldcg(&a.part_ml[sl * 2 + 1]);
+  }
+  __syncthreads();
+  if (tid < ng) {
+    float M = -INFINITY, Ls = 0.0f;
+    for (int sp = 0; sp < a.nsplit; sp++) M = fmaxf(M, sm_wt[sp][tid]);
+    for (int sp = 0; sp < a.nsplit; sp++) {
+      const float ms = sm_wt[sp][tid];
+      const float wt = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+      sm_wt[sp][tid] = wt;
+      Ls += wt * sm_ls[sp][tid];
+    }
+    sm_L[tid] = Ls;
+  }
+  __syncthreads();
   for (int idx = tid; idx < nout; idx += DEC_THREADS) {
     const int g = idx / d, c = idx % d;
-    float M = -INFINITY;
-    for (int sp = 0; sp < a.nsplit; sp++)
-      M = fmaxf(M, __ldcg(&a.part_ml[(pbase + (size_t)sp * G + g) * 2]));
-    float Ls = 0.0f, As = 0.0f;
-    for (int sp = 0; sp < a.nsplit; sp++) {
-      const size_t sl = pbase + (size_t)sp * G + g;
-      const float ms = __ldcg(&a.part_ml[sl * 2]);
-      const float wt = ms == -INFINITY ? 0.0f : exp2f(ms - M);
-      Ls += wt * __ldcg(&a.part_ml[sl * 2 + 1]);
-      As += wt * __ldcg(&a.part_acc[sl * d + c]);
-    }
+    float As = 0.0f;
+#pragma unroll 8
+    for (int sp = 0; sp < a.nsplit; sp++) As += sm_wt[sp][g] * __ldcg(&a.part_acc[(pbase + (size_t)sp * G + g) * d + c]);
+    const float Ls = sm_L[g];
     a.out[qbase + (size_t)g * d + c] = f2bf(Ls > 0.0f ? As / Ls : 0.0f);
   }
   if (tid == 0) a.counters[cell] = 0; /* ready for the next launch / replay */
