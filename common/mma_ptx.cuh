@@ -66,4 +66,39 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return u;
 }
 
+/* s [MT][NB][4] = Q K^T for one warp, the tile loop both mma.sync kernels
+ * share: MT m-tiles of 16 query rows against NB blocks of 8 keys, D head
+ * dims. q_lane: this lane's ldmatrix row address for m-tile 0 (row
+ * lane % 16 of the warp's first 16 rows, column 8 (lane / 16)); m-tile mt
+ * is 16 ld elements further per row. k_tile: the key tile's first row.
+ * Both row-major bf16 in shared memory with row stride ld. K's ldmatrix x4
+ * gives two k16 steps of one key block, so the loop runs 32 dims at a time. */
+template <int MT, int NB, int D>
+static __device__ __forceinline__ void warp_qk(float s[MT][NB][4], const __nv_bfloat16 *q_lane,
+                                               const __nv_bfloat16 *k_tile, int ld, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
+#pragma unroll
+  for (int kc = 0; kc < D / 32; kc++) {
+    uint32_t a[MT][2][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+      ptx_ldmatrix_x4(a[mt][0], q_lane + mt * 16 * ld + kc * 32);
+      ptx_ldmatrix_x4(a[mt][1], q_lane + mt * 16 * ld + kc * 32 + 16);
+    }
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) {
+      uint32_t b[4];
+      ptx_ldmatrix_x4(b, k_tile + (nb * 8 + (lane & 7)) * ld + kc * 32 + (lane >> 3) * 8);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        ptx_mma_bf16_16816(s[mt][nb], a[mt][0], b[0], b[1]);
+        ptx_mma_bf16_16816(s[mt][nb], a[mt][1], b[2], b[3]);
+      }
+    }
+  }
+}
+
 #endif

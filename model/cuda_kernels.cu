@@ -410,30 +410,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     if (warp_any && j0 <= wp_last && j0 + BK > wlo) {
       const bf16 *tK = sK + (t & 1) * BK * LD, *tV = sV + (t & 1) * BK * LD;
       float s[MT][BK / 8][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int nb = 0; nb < BK / 8; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
-      /* S = Q K^T, 32 head dims at a time: K's ldmatrix x4 gives two k16 steps of one key block */
-#pragma unroll
-      for (int kc = 0; kc < D / 32; kc++) {
-        uint32_t a[MT][2][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          ptx_ldmatrix_x4(a[mt][0], qrow + mt * 16 * LD + kc * 32);
-          ptx_ldmatrix_x4(a[mt][1], qrow + mt * 16 * LD + kc * 32 + 16);
-        }
-#pragma unroll
-        for (int nb = 0; nb < BK / 8; nb++) {
-          uint32_t b[4];
-          ptx_ldmatrix_x4(b, tK + (nb * 8 + (lane & 7)) * LD + kc * 32 + (lane >> 3) * 8);
-#pragma unroll
-          for (int mt = 0; mt < MT; mt++) {
-            ptx_mma_bf16_16816(s[mt][nb], a[mt][0], b[0], b[1]);
-            ptx_mma_bf16_16816(s[mt][nb], a[mt][1], b[2], b[3]);
-          }
-        }
-      }
+      warp_qk<MT, BK / 8, D>(s, qrow, tK, LD, lane);
       /* causal and window masks, only on the tiles that cross them */
       if (j0 + BK - 1 > wp_first || j0 < wlo_max) {
 #pragma unroll

@@ -469,29 +469,7 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
       if (wi0 < r1 && wi0 + RW - 1 >= j0) { /* the warp has rows, and one of them sees a key of the block */
         const bf16_t *tQ = sQ + (t & 1) * MR_BR * LD + (w0 + (lane & 15)) * LD + (lane >> 4) * 8;
         float s[MR_MT][MR_BJ / 8][4];
-#pragma unroll
-        for (int mt = 0; mt < MR_MT; mt++)
-#pragma unroll
-          for (int nb = 0; nb < MR_BJ / 8; nb++) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
-#pragma unroll
-        for (int kc = 0; kc < D / 32; kc++) {
-          uint32_t a[MR_MT][2][4];
-#pragma unroll
-          for (int mt = 0; mt < MR_MT; mt++) {
-            ptx_ldmatrix_x4(a[mt][0], tQ + mt * 16 * LD + kc * 32);
-            ptx_ldmatrix_x4(a[mt][1], tQ + mt * 16 * LD + kc * 32 + 16);
-          }
-#pragma unroll
-          for (int nb = 0; nb < MR_BJ / 8; nb++) {
-            uint32_t b[4];
-            ptx_ldmatrix_x4(b, sK + (nb * 8 + (lane & 7)) * LD + kc * 32 + (lane >> 3) * 8);
-#pragma unroll
-            for (int mt = 0; mt < MR_MT; mt++) {
-              ptx_mma_bf16_16816(s[mt][nb], a[mt][0], b[0], b[1]);
-              ptx_mma_bf16_16816(s[mt][nb], a[mt][1], b[2], b[3]);
-            }
-          }
-        }
+        warp_qk<MR_MT, MR_BJ / 8, D>(s, tQ, sK, LD, lane);
         const bool causal = wi0 < j0 + MR_BJ - 1; /* some key of the block comes after some row of the warp */
 #pragma unroll
         for (int mt = 0; mt < MR_MT; mt++)

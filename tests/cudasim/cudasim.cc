@@ -636,13 +636,20 @@ void warp_barrier() {
 
 int lane_id() { return B.cur->linear & 31; }
 
-void *warp_exchange(const void *v, size_t bytes, int src_lane) {
-  if (bytes > 16) fatal("a warp shuffle of more than 16 bytes", B.name);
-  warp_slots &w = B.w[B.cur->linear / 32];
+/* This lane's part of a warp collective: v into its slot, then the warp
+ * barrier. Returns the collective's generation (its slots: parity gen & 1). */
+static unsigned warp_deposit(warp_slots &w, const void *v, size_t bytes, const char *what) {
+  if (bytes > 16) fatal(what, B.name);
   const unsigned gen = w.gen, par = gen & 1u;
   memcpy(w.slot[par][B.cur->linear & 31], v, bytes);
   w.stamp[par][B.cur->linear & 31] = gen;
   warp_barrier();
+  return gen;
+}
+
+void *warp_exchange(const void *v, size_t bytes, int src_lane) {
+  warp_slots &w = B.w[B.cur->linear / 32];
+  const unsigned gen = warp_deposit(w, v, bytes, "a warp shuffle of more than 16 bytes"), par = gen & 1u;
   /* The source lane must have taken part in this very shuffle. */
   if (src_lane < 0 || src_lane > 31 || w.stamp[par][src_lane] != gen)
     fatal("a warp shuffle reads a lane that did not take part (exited, or at another shuffle)", B.name);
@@ -650,12 +657,8 @@ void *warp_exchange(const void *v, size_t bytes, int src_lane) {
 }
 
 const void *warp_gather(const void *v, size_t bytes) {
-  if (bytes > 16) fatal("a warp gather of more than 16 bytes", B.name);
   warp_slots &w = B.w[B.cur->linear / 32];
-  const unsigned gen = w.gen, par = gen & 1u;
-  memcpy(w.slot[par][B.cur->linear & 31], v, bytes);
-  w.stamp[par][B.cur->linear & 31] = gen;
-  warp_barrier();
+  const unsigned gen = warp_deposit(w, v, bytes, "a warp gather of more than 16 bytes"), par = gen & 1u;
   for (int l = 0; l < 32; l++)
     if (w.stamp[par][l] != gen)
       fatal("a warp-wide PTX operation (ldmatrix, mma) that not every lane of the warp reached", B.name);
