@@ -60,6 +60,9 @@ import sys
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lukv_h5  # noqa: E402
+
 WORDS = ("apple river candle mirror falcon harbor violet copper meadow lantern thunder pebble "
          "orchid saddle glacier walnut ember quartz willow beacon cactus dolphin fossil granite "
          "hazel igloo jasmine kettle lemon marble nectar oyster parrot quiver raven sapphire "
@@ -248,25 +251,17 @@ def main():
     if a.name_by_sample:
         samples = [(f"{s[0]}#{i:03d}",) + s[1:] for i, s in enumerate(samples)]
     mk = f" + niah_multikey ({a.keys} keys)" if a.multikey else ""
-    os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
-    tmp = a.output + ".tmp"
     if a.corpus_future:
-        write_corpus(a, tmp, samples, wins, enc(tok, post_s.split("<|im_start|>")[0]), vocab, mk)
-        os.replace(tmp, a.output)
+        write_corpus(a, a.output, samples, wins, enc(tok, post_s.split("<|im_start|>")[0]), vocab, mk)
         print(f"{a.output}: corpus of {len(samples)} samples of {T} + {a.corpus_future} tokens "
               f"({a.needle_style} needles), needle depths {min(depths):.2f}..{max(depths):.2f}", file=sys.stderr)
         return
-    with h5py.File(tmp, "w") as f:
-        f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
-                       tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
-                       source=f"niah_single{mk} ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}"
-                       + (f", answer {a.answer}" if a.answer != "asked" else ""))
-        f.create_dataset("task", data=[s[0] for s in samples], dtype=h5py.string_dtype())
-        for i, name in enumerate(("context", "question", "answer"), start=1):
-            parts = [np.asarray(s[i], np.int32) for s in samples]
-            f[name] = np.concatenate(parts)
-            f[name + "_offsets"] = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
-    os.replace(tmp, a.output)
+    lukv_h5.write_tasks(a.output, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples],
+                        [s[3] for s in samples], dict(
+                            created_by="lukv tools/make_smollm2_tasks.py",
+                            tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
+                            source=f"niah_single{mk} ({a.format}) + ppl on {a.heldout}, seed {a.seed}, T {T}"
+                            + (f", answer {a.answer}" if a.answer != "asked" else "")))
     print(f"{a.output}: {len(samples)} samples ({a.niah} niah_single, {a.multikey} niah_multikey "
           f"[{a.keys} keys, {a.format}], {a.ppl} ppl), context {T}, "
           f"needle depths {min(depths):.2f}..{max(depths):.2f}" if depths else f"{a.output}: {len(samples)} samples",
@@ -287,13 +282,10 @@ def write_corpus(a, path, samples, wins, end_of_turn, vocab, mk):
         fut += list(wins[(i + W // 2) % W][:F - len(fut)])
         seqs.append(np.asarray(list(ctx) + fut, np.int32))
         assert len(seqs[-1]) == T + F
-    with h5py.File(path, "w") as f:
-        f.attrs.update(format="lukv-corpus", format_version=1, created_by="lukv tools/make_smollm2_tasks.py",
-                       tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
-                       source=f"niah_single{mk} ({a.needle_style} needles, chat) on {a.heldout}, seed {a.seed}, "
-                              f"T {T}: context + question + answer + end of turn + filler to T + {F}")
-        f["tokens"] = np.concatenate(seqs)
-        f["offsets"] = np.arange(len(seqs) + 1, dtype=np.int64) * (T + F)
+    lukv_h5.write_corpus(path, seqs, dict(
+        created_by="lukv tools/make_smollm2_tasks.py", tokenizer="gguf:" + os.path.basename(a.gguf), vocab_size=vocab,
+        source=f"niah_single{mk} ({a.needle_style} needles, chat) on {a.heldout}, seed {a.seed}, "
+               f"T {T}: context + question + answer + end of turn + filler to T + {F}"))
 
 
 if __name__ == "__main__":

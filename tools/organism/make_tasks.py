@@ -49,6 +49,8 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lukv_h5  # noqa: E402
 import tasks  # noqa: E402
 
 TASKS_DOMAIN = 4
@@ -132,33 +134,20 @@ def main():
                     filler = b._window(rng, a.corpus_future - len(fut)).astype(np.int32)
                     ctx[-1] = np.concatenate([c, fut, filler])
 
-    tmp = a.output + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     if a.corpus_future:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(format="lukv-corpus", format_version=1, created_by="lukv tools/organism/make_tasks.py",
-                           tokenizer="bytes", vocab_size=tasks.VOCAB,
-                           source="lukv-tiny needle prompts (tasks.py templates) as calibration sequences: "
-                                  "context + question + answer + filler to C + %d; contexts %s, keys %s, %d per "
-                                  "cell, haystack %s, seeds SeedSequence([%d, C, keys, i])"
-                                  % (a.corpus_future, a.contexts, a.keys, a.samples,
-                                     os.path.basename(a.heldout), a.seed_domain))
-            f["tokens"] = np.concatenate(ctx)
-            f["offsets"] = np.cumsum([0] + [len(x) for x in ctx]).astype(np.int64)
-        os.replace(tmp, a.output)
+        lukv_h5.write_corpus(a.output, ctx, dict(
+            created_by="lukv tools/organism/make_tasks.py", tokenizer="bytes", vocab_size=tasks.VOCAB,
+            source="lukv-tiny needle prompts (tasks.py templates) as calibration sequences: "
+                   "context + question + answer + filler to C + %d; contexts %s, keys %s, %d per "
+                   "cell, haystack %s, seeds SeedSequence([%d, C, keys, i])"
+                   % (a.corpus_future, a.contexts, a.keys, a.samples, os.path.basename(a.heldout), a.seed_domain)))
         print("%s: corpus of %d sequences" % (a.output, len(ctx)), file=sys.stderr)
         return
-    with h5py.File(tmp, "w") as f:
-        f.attrs.update(format="lukv-tasks", format_version=1, created_by="lukv tools/organism/make_tasks.py",
-                       tokenizer="bytes", vocab_size=tasks.VOCAB,
-                       source="lukv-tiny needle prompts (tasks.py templates), contexts %s, keys %s, %d per cell, "
-                              "haystack %s, seeds SeedSequence([%d, C, keys, i])"
-                              % (a.contexts, a.keys, a.samples, os.path.basename(a.heldout), a.seed_domain))
-        f.create_dataset("task", data=names, dtype=h5py.string_dtype())
-        for name, parts in (("context", ctx), ("question", qs), ("answer", ans)):
-            f[name] = np.concatenate(parts)
-            f[name + "_offsets"] = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
-    os.replace(tmp, a.output)
+    lukv_h5.write_tasks(a.output, names, ctx, qs, ans, dict(
+        created_by="lukv tools/organism/make_tasks.py", tokenizer="bytes", vocab_size=tasks.VOCAB,
+        source="lukv-tiny needle prompts (tasks.py templates), contexts %s, keys %s, %d per cell, "
+               "haystack %s, seeds SeedSequence([%d, C, keys, i])"
+               % (a.contexts, a.keys, a.samples, os.path.basename(a.heldout), a.seed_domain)))
     print("%s: %d samples (contexts %s x keys %s x %d)" % (a.output, len(names), a.contexts, a.keys, a.samples),
           file=sys.stderr)
 
