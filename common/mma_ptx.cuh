@@ -66,6 +66,21 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return u;
 }
 
+/* One step of a cp.async double buffer: with a next tile, start loading it
+ * (load(), one commit group) and wait for all but that group, i.e. for the
+ * tile about to be computed; at the last tile wait for everything. A
+ * __syncthreads must follow before the tile is read. */
+template <class Load>
+static __device__ __forceinline__ void cp_async_next_tile(bool has_next, Load load) {
+  if (has_next) {
+    load();
+    ptx_cp_async_commit();
+    ptx_cp_async_wait<1>();
+  } else {
+    ptx_cp_async_wait<0>();
+  }
+}
+
 /* s [MT][NB][4] = Q K^T for one warp, the tile loop both mma.sync kernels
  * share: MT m-tiles of 16 query rows against NB blocks of 8 keys, D head
  * dims. q_lane: this lane's ldmatrix row address for m-tile 0 (row

@@ -13,7 +13,6 @@
 #include <mma.h>
 
 #include <math.h>
-#include <string.h>
 
 typedef __nv_bfloat16 bf16;
 
@@ -398,13 +397,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
 
   for (int t = 0; t < n_tiles; t++) {
-    if (t + 1 < n_tiles) {
-      load_kv(t + 1);
-      ptx_cp_async_commit();
-      ptx_cp_async_wait<1>();
-    } else {
-      ptx_cp_async_wait<0>();
-    }
+    cp_async_next_tile(t + 1 < n_tiles, [&] { load_kv(t + 1); });
     __syncthreads();
     const int j0 = lo + t * BK;
     if (warp_any && j0 <= wp_last && j0 + BK > wlo) {
@@ -965,16 +958,16 @@ extern "C" cudaError_t lukv_cuda_flash_attention(const lukv_bf16 *q, const lukv_
                                                  cudaStream_t stream) {
   if (!lukv_cuda_flash_supported(s)) return cudaErrorInvalidValue;
   if (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16) return cudaErrorMisalignedAddress;
-  const float scale = 1.0f / sqrtf((float)s->head_dim);
-  if (s->head_dim == 64) return flash2_launch<64, 2, 4>((const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s, (bf16 *)out, lse, stream);
-  if (s->head_dim == 128) return flash2_launch<128, 2, 4>((const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s, (bf16 *)out, lse, stream);
+  const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v;
+  if (s->head_dim == 64) return flash2_launch<64, 2, 4>(qb, kb, vb, s, (bf16 *)out, lse, stream);
+  if (s->head_dim == 128) return flash2_launch<128, 2, 4>(qb, kb, vb, s, (bf16 *)out, lse, stream);
   const FaLayout L = fa_layout(s->head_dim);
   cudaError_t e = cudaFuncSetAttribute(flash_fwd_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.total);
   if (e != cudaSuccess) return e;
   const dim3 grid((unsigned)((s->T + FA_BQ - 1) / FA_BQ), (unsigned)s->n_heads);
-  flash_fwd_k<<<grid, FA_WARPS * 32, L.total, stream>>>((const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
-                                                        (bf16 *)out, lse, s->T, s->S, s->n_heads, s->n_kv_heads,
-                                                        s->head_dim, s->window, scale);
+  flash_fwd_k<<<grid, FA_WARPS * 32, L.total, stream>>>(qb, kb, vb, (bf16 *)out, lse, s->T, s->S, s->n_heads,
+                                                        s->n_kv_heads, s->head_dim, s->window,
+                                                        1.0f / sqrtf((float)s->head_dim));
   return launched();
 }
 

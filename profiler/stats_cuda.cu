@@ -108,6 +108,7 @@ __device__ __forceinline__ double warp_sum(double v) {
 
 /* The CPU's max that keeps a NaN visible: `if (a > m || a != a) m = a`. */
 __device__ __forceinline__ double max_nan(double m, double a) { return (a > m || a != a) ? a : m; }
+__device__ __forceinline__ float max_nan(float m, float a) { return (a > m || a != a) ? a : m; }
 
 /* ---- vnorm ---------------------------------------------------------------------
  * One warp per (q, j) of the chunk [j0, j0 + nc): ||W_Oq v_j||² = v_jᵀ M_q v_j
@@ -372,7 +373,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_colreduce_tc(const float *__rest
 
 /* ---- the column reduction on mma.sync (head_dim 64 and 128) ------------------------
  * k_colreduce_tc's output for d = 64 and 128 with the flash kernel's machinery
- * (common/mma_ptx.cuh): q and k first packed to bf16 copies (k_bf16_pack,
+ * (common/mma_ptx.cuh): q and k first packed to bf16 copies (k_bf16_exact,
  * which also decides whether they are bf16 values at all), then a block owns
  * MR_BJ = 64 keys of KV head blockIdx.y (K in shared memory for the whole
  * launch) and streams tiles of 128 rows of every query head of the group
@@ -394,21 +395,6 @@ template <int D>
 __host__ __device__ inline size_t mr_smem() {
   return (size_t)(MR_BJ + 2 * MR_BR) * (D + 8) * sizeof(bf16_t) + (size_t)MR_WARPS * MR_BJ * sizeof(double);
 }
-
-/* dst = the high half of each f32 of p[0, n) (its bf16 when it is one);
- * *flag |= some element is not a bf16 value (low 16 bits set). */
-__global__ void k_bf16_pack(const float *__restrict__ p, size_t n, uint16_t *__restrict__ dst,
-                            unsigned *__restrict__ flag) {
-  unsigned any = 0;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    const unsigned u = __float_as_uint(p[i]);
-    any |= u & 0xffffu;
-    dst[i] = (uint16_t)(u >> 16);
-  }
-  if (any) atomicOr(flag, 1u);
-}
-
-__device__ __forceinline__ float max_nan_f(float m, float a) { return (a > m || a != a) ? a : m; }
 
 template <bool USE_MAX, int D>
 __global__ void __launch_bounds__(MR_WARPS * 32)
@@ -457,13 +443,7 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
     const int qh = h * group + qi;
     for (int rt = 0; rt < per_head; rt++) {
       const int t = qi * per_head + rt;
-      if (t + 1 < n_tiles) {
-        load_q(t + 1);
-        ptx_cp_async_commit();
-        ptx_cp_async_wait<1>();
-      } else {
-        ptx_cp_async_wait<0>();
-      }
+      cp_async_next_tile(t + 1 < n_tiles, [&] { load_q(t + 1); });
       __syncthreads();
       const int i0 = r0 + (rt_first + rt) * MR_BR, wi0 = i0 + w0;
       if (wi0 < r1 && wi0 + RW - 1 >= j0) { /* the warp has rows, and one of them sees a key of the block */
@@ -485,7 +465,7 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
                 if (causal && j0 + nb * 8 + 2 * qd + e > i) continue;
                 const float x = fmaf(s[mt][nb][2 * hf + e], scale_log2, -l2); /* log2 p */
                 if constexpr (USE_MAX)
-                  acc[nb][e] = max_nan_f(acc[nb][e], x); /* exp is monotone: max the exponents, exp once */
+                  acc[nb][e] = max_nan(acc[nb][e], x); /* exp is monotone: max the exponents, exp once */
                 else
                   acc[nb][e] += (double)ptx_exp2(x);
               }
@@ -503,7 +483,7 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
         for (int o = 4; o < 32; o <<= 1) {
           const acc_t w = __shfl_xor_sync(0xffffffffu, v, o);
           if constexpr (USE_MAX)
-            v = max_nan_f(v, w);
+            v = max_nan(v, w);
           else
             v += w;
         }
@@ -528,11 +508,17 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
   }
 }
 
-/* *flag |= some element of p[0, n) is not a bf16 value (low 16 bits set). */
-__global__ void k_bf16_exact(const float *__restrict__ p, size_t n, unsigned *__restrict__ flag) {
+/* *flag |= some element of p[0, n) is not a bf16 value (low 16 bits set);
+ * with dst, also dst = the high half of each (its bf16 when it is one: the
+ * copies k_colreduce_mma reads). */
+__global__ void k_bf16_exact(const float *__restrict__ p, size_t n, uint16_t *__restrict__ dst,
+                             unsigned *__restrict__ flag) {
   unsigned any = 0;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    any |= __float_as_uint(p[i]) & 0xffffu;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const unsigned u = __float_as_uint(p[i]);
+    any |= u & 0xffffu;
+    if (dst) dst[i] = (uint16_t)(u >> 16);
+  }
   if (any) atomicOr(flag, 1u);
 }
 
@@ -848,6 +834,19 @@ int check_head_dim(const ctx_t *c, int d, const char *who, lukv_error *err) {
   return LUKV_OK;
 }
 
+/* k_colreduce_mma<USE_MAX, D> on the bf16 copies k_bf16_exact wrote. */
+template <bool USE_MAX, int D>
+cudaError_t launch_colreduce_mma(ctx_t *c, const lukv_layer_view *x, dim3 grid, int r0, int r1,
+                                 const unsigned *not_bf16, double *red) {
+  const cudaError_t e =
+      cudaFuncSetAttribute(k_colreduce_mma<USE_MAX, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mr_smem<D>());
+  if (e != cudaSuccess) return e;
+  k_colreduce_mma<USE_MAX, D><<<grid, MR_WARPS * 32, mr_smem<D>(), c->st>>>(
+      (const bf16_t *)c->q_bf16.p, (const bf16_t *)c->k_bf16.p, x->lse, x->T_ctx + x->F, x->T_ctx, x->n_heads,
+      x->n_kv_heads, x->scale, r0, r1, not_bf16, red);
+  return cudaSuccess;
+}
+
 /* Queues the tensor-core kernel (k_colreduce_mma when mma, else
  * k_colreduce_tc, when tc) and k_colreduce for one USE_MAX. */
 template <bool USE_MAX>
@@ -857,18 +856,10 @@ int launch_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, bool tc
   const dim3 grid((unsigned)((x->T_ctx + CR_BJ - 1) / CR_BJ), (unsigned)x->n_kv_heads);
   if (mma) {
     static_assert(MR_BJ == CR_BJ, "one grid for both kernels");
-    const bf16_t *qb = (const bf16_t *)c->q_bf16.p, *kb = (const bf16_t *)c->k_bf16.p;
-    if (d == 64) {
-      CU(cudaFuncSetAttribute(k_colreduce_mma<USE_MAX, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              (int)mr_smem<64>()));
-      k_colreduce_mma<USE_MAX, 64><<<grid, MR_WARPS * 32, mr_smem<64>(), c->st>>>(
-          qb, kb, x->lse, T, x->T_ctx, x->n_heads, x->n_kv_heads, x->scale, r0, r1, not_bf16, red);
-    } else {
-      CU(cudaFuncSetAttribute(k_colreduce_mma<USE_MAX, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              (int)mr_smem<128>()));
-      k_colreduce_mma<USE_MAX, 128><<<grid, MR_WARPS * 32, mr_smem<128>(), c->st>>>(
-          qb, kb, x->lse, T, x->T_ctx, x->n_heads, x->n_kv_heads, x->scale, r0, r1, not_bf16, red);
-    }
+    if (d == 64)
+      CU((launch_colreduce_mma<USE_MAX, 64>(c, x, grid, r0, r1, not_bf16, red)));
+    else
+      CU((launch_colreduce_mma<USE_MAX, 128>(c, x, grid, r0, r1, not_bf16, red)));
     LAUNCHED("k_colreduce_mma");
   } else if (tc) {
     const size_t smem = tc_layout(d).total;
@@ -889,8 +880,8 @@ int launch_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, bool tc
  * cores when q and k hold bf16 values and d is a multiple of 16 (mma.sync
  * for d = 64 and 128, on bf16 copies of q's rows and of k; wmma for the
  * others), else in f32. The kernels are queued behind the check
- * (k_bf16_pack / k_bf16_exact); each returns at once when another one is
- * the right one. */
+ * (k_bf16_exact, which also writes the bf16 copies for mma); each returns
+ * at once when another one is the right one. */
 int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_max, double *red, const char *who,
                   lukv_error *err) {
   int rc = check_head_dim(c, x->head_dim, who, err);
@@ -909,17 +900,12 @@ int enq_colreduce(ctx_t *c, const lukv_layer_view *x, int r0, int r1, int use_ma
   }
   if (tc) {
     CU(cudaMemsetAsync(not_bf16, 0, sizeof(unsigned), c->st));
-    uint16_t *packed[2] = {(uint16_t *)c->q_bf16.p, (uint16_t *)c->k_bf16.p};
+    uint16_t *packed[2] = {mma ? (uint16_t *)c->q_bf16.p : NULL, mma ? (uint16_t *)c->k_bf16.p : NULL};
     for (int t = 0; t < 2; t++) {
       if (lens[t] == 0) continue;
       const unsigned nb = blocks_for(lens[t], 256);
-      if (mma) {
-        k_bf16_pack<<<nb < 2048 ? nb : 2048, 256, 0, c->st>>>(spans[t], lens[t], packed[t], not_bf16);
-        LAUNCHED("k_bf16_pack");
-      } else {
-        k_bf16_exact<<<nb < 1024 ? nb : 1024, 256, 0, c->st>>>(spans[t], lens[t], not_bf16);
-        LAUNCHED("k_bf16_exact");
-      }
+      k_bf16_exact<<<nb < 2048 ? nb : 2048, 256, 0, c->st>>>(spans[t], lens[t], packed[t], not_bf16);
+      LAUNCHED("k_bf16_exact");
     }
   } else {
     CU(cudaMemsetAsync(not_bf16, 0xff, sizeof(unsigned), c->st)); /* the f32 kernel, always */

@@ -700,7 +700,8 @@ __global__ void __launch_bounds__(DEC_THREADS, LUKV_DEC_MINB) decode_kernel(cons
     const int g = idx / d, c = idx % d;
     float As = 0.0f;
 #pragma unroll 8
-    for (int sp = 0; sp < a.nsplit; sp++) As += sm_wt[sp][g] * __ldcg(&a.part_acc[(pbase + (size_t)sp * G + g) * d + c]);
+    for (int sp = 0; sp < a.nsplit; sp++)
+      As += sm_wt[sp][g] * __ldcg(&a.part_acc[(pbase + (size_t)sp * G + g) * d + c]);
     const float Ls = sm_L[g];
     a.out[qbase + (size_t)g * d + c] = f2bf(Ls > 0.0f ? As / Ls : 0.0f);
   }

@@ -279,6 +279,6 @@ static inline typename std::common_type<A, B>::type max(A a, B b) {
   return (C)a < (C)b ? (C)b : (C)a;
 }
 
-#include "include/cudasim_ptx.h" /* the inline PTX of the flash kernel */
+#include "include/cudasim_ptx.h" /* the inline PTX of the mma.sync kernels (common/mma_ptx.cuh) */
 
 #endif

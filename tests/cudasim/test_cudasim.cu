@@ -581,7 +581,7 @@ __global__ void ptx_k(const __nv_bfloat16 *a, const __nv_bfloat16 *b, const __nv
                       int *stale) {
   __shared__ __align__(16) __nv_bfloat16 sA[16][16], sB[16][8], sBt[8][16];
   const int lane = threadIdx.x;
-  memset(&sA[lane / 2][(lane % 2) * 8], 0xff, 16);
+  memset((void *)&sA[lane / 2][(lane % 2) * 8], 0xff, 16);
   __syncwarp();
   ptx_cp_async16(&sA[lane / 2][(lane % 2) * 8], a + lane * 8, true);
   if (lane < 16) {

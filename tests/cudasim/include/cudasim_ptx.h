@@ -50,10 +50,9 @@ inline uint32_t ldmatrix_word(const void *row, int col) { /* two bf16 at columns
   return u;
 }
 inline float bf16_bits_to_float(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
+  __nv_bfloat16_raw r;
+  r.x = b;
+  return __bfloat162float(__nv_bfloat16(r));
 }
 /* the 32 lanes' row addresses of an ldmatrix */
 inline void ldmatrix_rows(const void *p, const void *rows[32]) {
