@@ -6,6 +6,7 @@ with every (task, length, allocator, ratio) row, and the answers
 docs/results.md reports: the full cache answers all 20, and the LU-KV table at
 rho 0.8 keeps at least 18 and no fewer than uniform's (measured 2026-11-24:
 20, uniform 19). Bad LUKV_DEMO_* values -> one line, exit 2, nothing written.
+make_tasks.py --name-by-sample changes the task names only.
 
 Run by meson as: /usr/bin/python3 test_demo.py BUILD_ROOT (about a minute on
 a 2-core CPU in a release or debugoptimized build; not run under the
@@ -20,9 +21,9 @@ import tempfile
 from clitest import Checks
 
 try:
-    import h5py  # noqa: F401  (the demo's tools need them)
+    import h5py
     import matplotlib  # noqa: F401
-    import numpy  # noqa: F401
+    import numpy
 except ImportError:
     print("h5py/numpy/matplotlib missing: skipped")
     sys.exit(77)
@@ -50,6 +51,22 @@ with tempfile.TemporaryDirectory() as tmp:
         check(len(lines) == 1 and var in lines[0] and bad in lines[0],
               f"{var}={bad}: expected one line naming it, got {lines}")
         check(not os.path.exists(os.path.join(out, "profile.h5")), f"{var}={bad}: profile.h5 written")
+
+    # The demo's task maker: --name-by-sample renames the tasks and nothing else.
+    mk = os.path.join(SRC, "tools", "organism", "make_tasks.py")
+    files = {}
+    for tag, extra in (("plain", []), ("named", ["--name-by-sample"])):
+        files[tag] = os.path.join(tmp, tag + ".h5")
+        p = subprocess.run([sys.executable, mk, "-o", files[tag], "--contexts", "1024", "--samples", "2", *extra],
+                           capture_output=True, text=True, cwd=SRC)
+        check(p.returncode == 0, f"make_tasks.py {extra}: exit {p.returncode} ({p.stderr.strip()!r})")
+    if all(os.path.isfile(f) for f in files.values()):
+        with h5py.File(files["plain"]) as a, h5py.File(files["named"]) as b:
+            names = [t.decode() for t in b["task"][()]]
+            check(names == ["niah_single#000", "niah_single#001", "niah_multikey#000", "niah_multikey#001"],
+                  f"make_tasks.py --name-by-sample: names {names}")
+            check(all(numpy.array_equal(a[k][()], b[k][()]) for k in a if k != "task"),
+                  "make_tasks.py --name-by-sample: contexts, questions or answers differ")
 
     out = os.path.join(tmp, "demo")
     rc, so, se = demo(out)

@@ -26,7 +26,9 @@ query-agnostic protocol:
   answer    the 7 digits
 
 Task names: niah_single (1 key) and niah_multikey (4 keys; other counts
-"niah_<k>keys"). Haystack: the bytes of data/corpora/heldout.h5, the
+"niah_<k>keys"); --name-by-sample makes them "<task>#<i>" (i: the sample's
+index in its cell), so that lukv-eval reports every sample on a row of its
+own, for tools/lukv-compare. Haystack: the bytes of data/corpora/heldout.h5, the
 evaluation half of the held-out split (never trained on; the calibration
 file calib.h5 is the other half). Seeds: SeedSequence([4, C, keys, i]),
 i = 0..samples-1 (domain 4: training is 1, needle_eval.py 2, train.py's
@@ -95,6 +97,8 @@ def main():
     ap.add_argument("--samples", type=int, default=50, help="prompts per (context, keys) cell")
     ap.add_argument("--corpus-future", type=int, default=0, metavar="F",
                     help="write a corpus.h5 of C + F tokens per prompt (calibration) instead of a tasks.h5")
+    ap.add_argument("--name-by-sample", action="store_true",
+                    help='task names "<task>#<i>": lukv-eval then reports every sample (tools/lukv-compare)')
     ap.add_argument("--seed-domain", type=int, default=TASKS_DOMAIN,
                     help="first SeedSequence entropy word (default %d; 1-3 are training's)" % TASKS_DOMAIN)
     a = ap.parse_args()
@@ -125,7 +129,8 @@ def main():
             for i in range(a.samples):
                 rng = tasks.rng_for(a.seed_domain, C, k, i)
                 c, q, an = sample(b, rng, C, k)
-                names.append(name), ctx.append(c), qs.append(q), ans.append(an)
+                names.append("%s#%03d" % (name, i) if a.name_by_sample else name)
+                ctx.append(c), qs.append(q), ans.append(an)
                 if a.corpus_future:
                     fut = np.concatenate([q, an, [10]]).astype(np.int32)
                     if len(fut) > a.corpus_future:
