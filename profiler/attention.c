@@ -42,6 +42,12 @@ int lukv_stats_check_view(const lukv_layer_view *x, const char *need, const char
     case 'k': p = x->k, name = "k"; break;
     case 'v': p = x->v, name = "v"; break;
     case 'l': p = x->lse, name = "lse"; break;
+    case 'g': /* the Gram matrices, given or from o_proj */
+      if (x->o_gram) {
+        p = x->o_gram;
+        break;
+      }
+      /* fall through */
     case 'o':
       p = x->o_proj, name = "o_proj";
       if (x->hidden_size < 1)

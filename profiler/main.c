@@ -123,6 +123,10 @@ typedef struct tap_ctx {
   float scale;
 #if LUKV_HAVE_CUDA
   lukv_stats_cuda *gpu; /* the statistics' scratch when the model runs on CUDA */
+  /* [n_layers]: each layer's W_Oqᵀ W_Oq on the device (owned by gpu), computed
+   * at the layer's first sample: the weights do not change during a run */
+  const float **gram;
+  int n_layers;
 #endif
   lukv_error err; /* the profiler's own message, preferred over the engine's */
 } tap_ctx;
@@ -140,7 +144,17 @@ static int on_layer(void *user, const lukv_tap_info *info) {
   if (info->device == LUKV_DEVICE_CUDA) {
     /* Device pointers: the statistics run where the tensors are. */
 #if LUKV_HAVE_CUDA
-    if (c->gpu) return lukv_profile_add_layer_cuda(c->gpu, c->prof, c->sample, info->layer, &x, &c->err);
+    if (c->gpu) {
+      if (info->layer < 0 || info->layer >= c->n_layers)
+        return lukv_error_set(&c->err, LUKV_ERR_INVALID, "tap: layer %d of a %d-layer model", info->layer,
+                              c->n_layers);
+      if (!c->gram[info->layer]) {
+        int rc = lukv_stats_cuda_gram(c->gpu, info->layer, &x, &c->gram[info->layer], &c->err);
+        if (rc != LUKV_OK) return rc;
+      }
+      x.o_gram = c->gram[info->layer];
+      return lukv_profile_add_layer_cuda(c->gpu, c->prof, c->sample, info->layer, &x, &c->err);
+    }
 #endif
     return lukv_error_set(&c->err, LUKV_ERR_UNSUPPORTED,
                           "tap: layer %d: device tensors but no CUDA statistics context", info->layer);
@@ -460,7 +474,12 @@ static int cmd_profile(int argc, char **argv) {
   tap_ctx ctx = {.prof = &prof, .T_ctx = T, .F = F, .scale = 1.0f / sqrtf((float)cfg->head_dim)};
   lukv_error_clear(&ctx.err);
 #if LUKV_HAVE_CUDA
-  if (rc == LUKV_OK && lukv_model_device(m) == LUKV_DEVICE_CUDA) rc = lukv_stats_cuda_create(&ctx.gpu, &err);
+  if (rc == LUKV_OK && lukv_model_device(m) == LUKV_DEVICE_CUDA) {
+    ctx.n_layers = cfg->n_layers;
+    ctx.gram = calloc((size_t)cfg->n_layers, sizeof *ctx.gram);
+    if (!ctx.gram) rc = lukv_error_set(&err, LUKV_ERR_NOMEM, "out of memory for %d layers", cfg->n_layers);
+    else rc = lukv_stats_cuda_create(&ctx.gpu, &err);
+  }
 #endif
   lukv_forward_opts fo = {.tap = on_layer, .tap_user = &ctx, .last_logits_only = 1};
   lukv_progress prog;
@@ -536,6 +555,7 @@ static int cmd_profile(int argc, char **argv) {
   free(used);
 #if LUKV_HAVE_CUDA
   lukv_stats_cuda_destroy(ctx.gpu);
+  free(ctx.gram);
 #endif
   lukv_profile_free(&prof);
   lukv_model_destroy(m);

@@ -37,29 +37,45 @@ int lukv_utility_parse(const char *name, lukv_utility_mode *out, lukv_error *err
 /* Rows of v per vnorm tile: [256, d] floats of scratch, whatever T is. */
 #define VNORM_TILE 256
 
+/* M = W_Oqᵀ W_Oq, row-major [d, d]: one D·d² Gram per head instead of D·d
+ * work per token (||W_Oq v||² = vᵀ M v); with T >> d that is ~T/d times less
+ * work. W_Oq = columns q·d.. of the [D, Hq·d] weight, row stride Hq·d. */
+static void gram_of_head(const lukv_layer_view *x, int q, float *M) {
+  const int Hq = x->n_heads, d = x->head_dim;
+  const float *W = x->o_proj + (size_t)q * d;
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, x->hidden_size, 1.0f, W, Hq * d, W,
+              Hq * d, 0.0f, M, d);
+}
+
+int lukv_stats_gram(const lukv_layer_view *x, float *gram, lukv_error *err) {
+  const char *who = "lukv_stats_gram";
+  int rc = lukv_stats_check_view(x, "o", who, err);
+  if (rc != LUKV_OK) return rc;
+  if (!gram) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: gram is NULL", who);
+  const size_t dd = (size_t)x->head_dim * x->head_dim;
+  for (int q = 0; q < x->n_heads; q++) gram_of_head(x, q, gram + (size_t)q * dd);
+  return LUKV_OK;
+}
+
 int lukv_stats_vnorm(const lukv_layer_view *x, float *vnorm, lukv_error *err) {
   const char *who = "lukv_stats_vnorm";
-  int rc = lukv_stats_check_view(x, "vo", who, err);
+  int rc = lukv_stats_check_view(x, "vg", who, err);
   if (rc != LUKV_OK) return rc;
   if (!vnorm) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: vnorm is NULL", who);
 
   const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads, d = x->head_dim;
-  const int D = x->hidden_size, group = Hq / Hkv;
-  float *M = malloc(sizeof(float) * (size_t)d * d);          /* [d, d] Gram of W_Oq */
+  const int group = Hq / Hkv;
+  float *own = x->o_gram ? NULL : malloc(sizeof(float) * (size_t)d * d); /* [d, d] */
   float *vm = malloc(sizeof(float) * (size_t)VNORM_TILE * d); /* [tile, d] v·M */
-  if (!M || !vm) {
-    free(M), free(vm);
+  if ((!x->o_gram && !own) || !vm) {
+    free(own), free(vm);
     return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: head_dim %d", who, d);
   }
   double sum = 0.0;
   for (int q = 0; q < Hq; q++) {
     const int h = q / group;
-    /* ||W_Oq v||² = vᵀ (W_Oqᵀ W_Oq) v: one D·d² Gram per head instead of
-     * D·d work per token; with T >> d that is ~T/d times less work.
-     * W_Oq = columns q·d.. of the [D, Hq·d] weight, row stride Hq·d. */
-    const float *W = x->o_proj + (size_t)q * d;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, D, 1.0f, W, Hq * d, W, Hq * d,
-                0.0f, M, d);
+    const float *M = x->o_gram ? x->o_gram + (size_t)q * d * d : own;
+    if (own) gram_of_head(x, q, own);
     for (int j0 = 0; j0 < T; j0 += VNORM_TILE) {
       int nj = T - j0 < VNORM_TILE ? T - j0 : VNORM_TILE;
       const float *vt = x->v + ((size_t)j0 * Hkv + h) * d;
@@ -77,7 +93,7 @@ int lukv_stats_vnorm(const lukv_layer_view *x, float *vnorm, lukv_error *err) {
       }
     }
   }
-  free(M), free(vm);
+  free(own), free(vm);
   if (!isfinite(sum))
     return lukv_error_set(err, LUKV_ERR_RANGE, "%s: value norms are not finite (check v, o_proj)", who);
   /* Normalising per layer makes losses comparable across the heads of a
@@ -180,7 +196,7 @@ int lukv_layer_stats(const lukv_layer_view *x, const lukv_stats_params *p, int n
                      int layer, float *const *curves, float *oracle, float *utility_total,
                      lukv_error *err) {
   const char *who = "lukv_layer_stats";
-  int rc = lukv_stats_check_view(x, "qkvlo", who, err);
+  int rc = lukv_stats_check_view(x, "qkvlg", who, err);
   if (rc != LUKV_OK) return rc;
   if ((rc = lukv_stats_check_params(x, p, who, err)) != LUKV_OK) return rc;
   if (n_scorers < 0 || (n_scorers > 0 && (!scorers || !curves)))

@@ -44,6 +44,12 @@ typedef struct lukv_layer_view {
   const float *v;     /* [T, Hkv, d] values */
   const float *lse;   /* [Hq, T] natural-log log-sum-exp of scale·q_i·k_j over j <= i */
   const float *o_proj;/* [D, Hq*d] o_proj.weight as HF stores it: out = W_O · concat_q(attn_q) */
+  /* Optional [Hq, d, d]: the Gram matrices M_q = W_Oqᵀ W_Oq of o_proj
+   * (lukv_stats_gram; on the GPU lukv_stats_cuda_gram). They depend only on
+   * the weights, so a profile run computes them once per layer and hands
+   * them to every sample's view; NULL: vnorm computes them from o_proj on
+   * every call (then o_proj and hidden_size are needed, otherwise not). */
+  const float *o_gram;
 } lukv_layer_view;
 
 typedef enum lukv_utility_mode {
@@ -75,8 +81,13 @@ typedef struct lukv_stats_params {
 /* ---- value norms ------------------------------------------------------------
  * vnorm[q, j] = ||W_O[:, q·d:(q+1)·d] · v[j, h(q)]||₂ for j < T_ctx, then
  * divided by Σ_{q,j} vnorm so the layer sums to 1 (all zeros stay zero).
- * vnorm: out [Hq, T_ctx]. Uses v, o_proj. */
+ * vnorm: out [Hq, T_ctx]. Uses v, and o_gram if set, else o_proj. */
 int lukv_stats_vnorm(const lukv_layer_view *x, float *vnorm, lukv_error *err);
+
+/* gram: out [Hq, d, d], gram[q][a][b] = Σ_o W_O[o, q·d+a]·W_O[o, q·d+b] (f32
+ * sgemm, what lukv_stats_vnorm computes when o_gram is NULL, so that setting
+ * x->o_gram = gram gives the same value norms bit for bit). Uses o_proj. */
+int lukv_stats_gram(const lukv_layer_view *x, float *gram, lukv_error *err);
 
 /* ---- oracle utility ---------------------------------------------------------
  * A[q, k, j] = exp(scale·q_k·k_j − lse[q, k]) for future rows k in

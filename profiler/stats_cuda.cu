@@ -24,7 +24,9 @@
  *            k_keydiff_mean (the mean direction), k_keydiff_score.
  *   curves   k_curve_keys: a 64-bit key (score descending, index ascending)
  *            per mid token and curve; cub::DeviceSegmentedRadixSort::SortKeys
- *            with one segment per (curve, head); k_curve_suffix: gather the
+ *            with one segment per (curve, head), on the score half only (the
+ *            sort is stable and the keys start in index order, so ties keep
+ *            the lower index first); k_curve_suffix: gather the
  *            utilities in that order, suffix sums in double from the end
  *            (sequential, the CPU's order), sampled at the grid.
  *   host     the small [(1 + n_scorers)·Hkv, G+1] curves come back and get
@@ -660,40 +662,74 @@ __global__ void k_curve_keys(const float *__restrict__ u, score_ptrs scores, int
 
 /* One block per segment: loss(m) = Σ utility of ranks m.. accumulated by one
  * thread in double from the end of the ranking, exactly the CPU's suffix
- * loop, the other threads gathering the next chunk of utilities into shared
- * memory. curve[seg, g] = (float)loss(mg[g]); mg is non-decreasing with
- * mg[0] = 0 and mg[G] = n_mid. */
+ * loop. The sum is a chain of dependent double adds, so it runs as fast as
+ * that chain can: warp 0's lane 0 adds a chunk from shared memory, eight
+ * loads ahead of the adds between grid points, while warps 1.. gather the
+ * next chunk of utilities (in rank order) into the other buffer.
+ * curve[seg, g] = (float)loss(mg[g]); mg is non-decreasing with mg[0] = 0
+ * and mg[G] = n_mid. Needs blockDim.x >= 64. */
 __global__ void __launch_bounds__(256) k_curve_suffix(const unsigned long long *__restrict__ keys,
                                                       const float *__restrict__ u, int H, int T_ctx, int n_mid,
                                                       const int *__restrict__ mg, int G,
                                                       float *__restrict__ curves) {
-  __shared__ double buf[SUFFIX_CHUNK];
+  __shared__ double buf[2][SUFFIX_CHUNK];
   const int seg = blockIdx.x, h = seg % H;
   const unsigned long long *ks = keys + (size_t)seg * n_mid;
   const float *uh = u + (size_t)h * T_ctx;
   float *out = curves + (size_t)seg * (G + 1);
+  const int n_chunks = (n_mid + SUFFIX_CHUNK - 1) / SUFFIX_CHUNK;
+  /* Chunk c holds ranks [max(0, n_mid - (c + 1)·CHUNK), n_mid - c·CHUNK):
+   * chunk 0 is the end of the ranking, summed first. */
+  const int gatherer = (int)threadIdx.x - 32, n_gatherers = (int)blockDim.x - 32;
+  {
+    const int c0 = n_mid - SUFFIX_CHUNK > 0 ? n_mid - SUFFIX_CHUNK : 0;
+    for (int r = c0 + (int)threadIdx.x; r < n_mid; r += blockDim.x)
+      buf[0][r - c0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
+  }
   /* thread 0's state */
   double acc = 0.0;
-  int gi = G, next = 0;
+  int gi = G, next = -1;
   if (threadIdx.x == 0) {
     while (gi >= 0 && mg[gi] == n_mid) out[gi--] = 0.0f; /* loss(n_mid) = 0 */
     next = gi >= 0 ? mg[gi] : -1;
   }
-  for (int c1 = n_mid; c1 > 0; c1 -= SUFFIX_CHUNK) {
-    const int c0 = c1 - SUFFIX_CHUNK > 0 ? c1 - SUFFIX_CHUNK : 0;
-    __syncthreads(); /* thread 0 is done with the previous chunk */
-    for (int r = c0 + (int)threadIdx.x; r < c1; r += blockDim.x)
-      buf[r - c0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
-    __syncthreads();
+  __syncthreads();
+  for (int ch = 0; ch < n_chunks; ch++) {
+    const int c1 = n_mid - ch * SUFFIX_CHUNK, c0 = c1 - SUFFIX_CHUNK > 0 ? c1 - SUFFIX_CHUNK : 0;
+    if (gatherer >= 0 && ch + 1 < n_chunks) {
+      const int g1 = c0, g0 = g1 - SUFFIX_CHUNK > 0 ? g1 - SUFFIX_CHUNK : 0;
+      double *nb = buf[(ch + 1) & 1];
+      for (int r = g0 + gatherer; r < g1; r += n_gatherers) nb[r - g0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
+    }
     if (threadIdx.x == 0) {
-      for (int r = c1 - 1; r >= c0; r--) {
-        acc += buf[r - c0]; /* acc = loss(r) */
-        while (r == next) {
+      const double *cb = buf[ch & 1] - c0; /* cb[r] for r in [c0, c1) */
+      int r = c1 - 1;
+      while (r >= c0) {
+        /* Add ranks r down to stop (inclusive) in order; acc = loss(stop). */
+        const int stop = next >= c0 ? next : c0;
+        int n = r - stop + 1;
+        const double *p = cb + r;
+        for (; n >= 8; n -= 8, p -= 8) {
+          const double x0 = p[0], x1 = p[-1], x2 = p[-2], x3 = p[-3], x4 = p[-4], x5 = p[-5], x6 = p[-6],
+                       x7 = p[-7];
+          acc += x0;
+          acc += x1;
+          acc += x2;
+          acc += x3;
+          acc += x4;
+          acc += x5;
+          acc += x6;
+          acc += x7;
+        }
+        for (; n > 0; n--, p--) acc += *p;
+        while (next == stop) {
           out[gi--] = (float)acc;
           next = gi >= 0 ? mg[gi] : -1;
         }
+        r = stop - 1;
       }
     }
+    __syncthreads(); /* thread 0 is done with this buffer; the next one is full */
   }
 }
 
@@ -719,6 +755,13 @@ struct lukv_stats_cuda {
   size_t curves_h_bytes;
   int *mg_h, *offs_h;
   size_t mg_h_n, offs_h_n;
+  /* what offs and mg hold on the device: the shape {nseg, n_mid, G, T_ctx,
+   * sink, window} they were uploaded for and the buffers they went to */
+  int curve_shape[6];
+  const void *curve_offs, *curve_mg;
+  /* lukv_stats_cuda_gram's slots: [n_grams] device [Hq, d, d] each */
+  dbuf *grams;
+  int n_grams;
 };
 
 namespace {
@@ -771,8 +814,23 @@ unsigned blocks_for(size_t n, unsigned per) { return (unsigned)((n + per - 1) / 
 /* ---- enqueue: no synchronisation, no host checks of results ------------------- */
 
 /* vn [Hq, T_ctx] device, normalised; the layer sum lands in c->dsum. */
+/* gram [Hq, d, d] device = W_Oqᵀ W_Oq per query head (f32, no TF32). */
+int enq_gram(ctx_t *c, const lukv_layer_view *x, float *gram, const char *who, lukv_error *err) {
+  const int Hq = x->n_heads, d = x->head_dim, D = x->hidden_size;
+  const float one = 1.0f, zero = 0.0f;
+  const int ld_w = Hq * d;
+  BLAS(cublasSetStream(c->blas, c->st));
+  /* gram[q] (column-major d x d) = X_q X_qᵀ, X_q(a, o) = W_O[o, q·d + a]: the
+   * d x D column-major matrix at o_proj + q·d with leading dimension Hq·d.
+   * Symmetric, so the column-major result is also stats.h's row-major one. */
+  BLAS(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, d, D, &one, x->o_proj, ld_w,
+                                 (long long)d, x->o_proj, ld_w, (long long)d, &zero, gram, d,
+                                 (long long)d * d, Hq));
+  return LUKV_OK;
+}
+
 int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lukv_error *err) {
-  const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads, d = x->head_dim, D = x->hidden_size;
+  const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads, d = x->head_dim;
   const int group = Hq / Hkv;
   const size_t hqd = (size_t)Hq * d;
   size_t nc_max = VM_FLOATS / hqd;
@@ -780,21 +838,21 @@ int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lu
   if (nc_max > (size_t)T) nc_max = (size_t)T;
   const size_t n_chunks = ((size_t)T + nc_max - 1) / nc_max;
   const size_t n_partial = ((size_t)Hq * T + 7) / 8 + n_chunks;
-  int rc = ensure(c, &c->gram, sizeof(float) * hqd * d, who, err);
+  int rc = x->o_gram ? LUKV_OK : ensure(c, &c->gram, sizeof(float) * hqd * d, who, err);
   if (rc == LUKV_OK) rc = ensure(c, &c->vm, sizeof(float) * hqd * nc_max, who, err);
   if (rc == LUKV_OK) rc = ensure(c, &c->partial, sizeof(double) * n_partial, who, err);
   if (rc == LUKV_OK) rc = ensure(c, &c->dsum, sizeof(double), who, err);
   if (rc != LUKV_OK) return rc;
-  float *gram = (float *)c->gram.p, *vm = (float *)c->vm.p;
+  float *vm = (float *)c->vm.p;
+  const float *gram = x->o_gram;
+  if (!gram) {
+    if ((rc = enq_gram(c, x, (float *)c->gram.p, who, err)) != LUKV_OK) return rc;
+    gram = (const float *)c->gram.p;
+  }
   double *partial = (double *)c->partial.p;
   const float one = 1.0f, zero = 0.0f;
-  const int ld_w = Hq * d, ld_v = Hkv * d, gd = group * d;
+  const int ld_v = Hkv * d, gd = group * d;
   BLAS(cublasSetStream(c->blas, c->st));
-  /* gram[q] (column-major d x d) = X_q X_qᵀ, X_q(a, o) = W_O[o, q·d + a]: the
-   * d x D column-major matrix at o_proj + q·d with leading dimension Hq·d. */
-  BLAS(cublasSgemmStridedBatched(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, d, d, D, &one, x->o_proj, ld_w,
-                                 (long long)d, x->o_proj, ld_w, (long long)d, &zero, gram, d,
-                                 (long long)d * d, Hq));
   size_t off = 0;
   for (size_t j0 = 0; j0 < (size_t)T; j0 += nc_max) {
     const int nc = (int)((size_t)T - j0 < nc_max ? (size_t)T - j0 : nc_max);
@@ -981,11 +1039,19 @@ int enq_curves(ctx_t *c, const float *u, int n_scores, const float *const *score
     rc = ensure_host((void **)&c->offs_h, &c->offs_h_n, sizeof(int) * ((size_t)nseg + 1), who, err);
   if (rc == LUKV_OK) rc = ensure_host((void **)&c->mg_h, &c->mg_h_n, sizeof(int) * ((size_t)G + 1), who, err);
   if (rc != LUKV_OK) return rc;
-  for (int s = 0; s <= nseg; s++) c->offs_h[s] = s * n_mid;
-  for (int g = 0; g <= G; g++) c->mg_h[g] = lukv_keep_count(g, G, T_ctx, sink, window);
-  /* Pageable sources: the copies are staged before these calls return. */
-  CU(cudaMemcpyAsync(c->offs.p, c->offs_h, sizeof(int) * ((size_t)nseg + 1), cudaMemcpyHostToDevice, c->st));
-  CU(cudaMemcpyAsync(c->mg.p, c->mg_h, sizeof(int) * ((size_t)G + 1), cudaMemcpyHostToDevice, c->st));
+  /* The segment offsets and grid keep counts depend only on the shape: upload
+   * them when it changes (every layer of a profile run has the same one). */
+  const int shape[6] = {nseg, n_mid, G, T_ctx, sink, window};
+  if (memcmp(shape, c->curve_shape, sizeof shape) != 0 || c->curve_offs != c->offs.p || c->curve_mg != c->mg.p) {
+    for (int s = 0; s <= nseg; s++) c->offs_h[s] = s * n_mid;
+    for (int g = 0; g <= G; g++) c->mg_h[g] = lukv_keep_count(g, G, T_ctx, sink, window);
+    c->curve_offs = c->curve_mg = NULL; /* invalid until both copies are enqueued */
+    /* Pageable sources: the copies are staged before these calls return. */
+    CU(cudaMemcpyAsync(c->offs.p, c->offs_h, sizeof(int) * ((size_t)nseg + 1), cudaMemcpyHostToDevice, c->st));
+    CU(cudaMemcpyAsync(c->mg.p, c->mg_h, sizeof(int) * ((size_t)G + 1), cudaMemcpyHostToDevice, c->st));
+    memcpy(c->curve_shape, shape, sizeof shape);
+    c->curve_offs = c->offs.p, c->curve_mg = c->mg.p;
+  }
 
   score_ptrs sp;
   memset(&sp, 0, sizeof sp);
@@ -996,13 +1062,13 @@ int enq_curves(ctx_t *c, const float *u, int n_scores, const float *const *score
   LAUNCHED("k_curve_keys");
   const int *offs = (const int *)c->offs.p;
   size_t tmp_bytes = 0;
-  CU(cub::DeviceSegmentedRadixSort::SortKeys(NULL, tmp_bytes, kin, kout, (int)n_items, nseg, offs, offs + 1, 0, 64,
+  CU(cub::DeviceSegmentedRadixSort::SortKeys(NULL, tmp_bytes, kin, kout, (int)n_items, nseg, offs, offs + 1, 32, 64,
                                              c->st));
   rc = ensure(c, &c->cub_tmp, tmp_bytes > 0 ? tmp_bytes : 1, who, err);
   if (rc != LUKV_OK) return rc;
   tmp_bytes = c->cub_tmp.bytes;
   CU(cub::DeviceSegmentedRadixSort::SortKeys(c->cub_tmp.p, tmp_bytes, kin, kout, (int)n_items, nseg, offs, offs + 1,
-                                             0, 64, c->st));
+                                             32, 64, c->st));
   k_curve_suffix<<<(unsigned)nseg, 256, 0, c->st>>>(kout, u, H, T_ctx, n_mid, (const int *)c->mg.p, G, curves_d);
   LAUNCHED("k_curve_suffix");
   return LUKV_OK;
@@ -1093,6 +1159,9 @@ extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
                   &c->q_bf16, &c->k_bf16};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]->p) cudaFree(bufs[i]->p);
+  for (int i = 0; i < c->n_grams; i++)
+    if (c->grams[i].p) cudaFree(c->grams[i].p);
+  free(c->grams);
   if (c->blas) cublasDestroy(c->blas);
   if (c->st) cudaStreamDestroy(c->st);
   free(c->curves_h);
@@ -1114,7 +1183,7 @@ extern "C" int lukv_stats_cuda_last_used_tensor_cores(lukv_stats_cuda *c) {
 extern "C" int lukv_stats_cuda_vnorm(lukv_stats_cuda *c, const lukv_layer_view *x, float *vnorm_dev,
                                      lukv_error *err) {
   const char *who = "lukv_stats_cuda_vnorm";
-  int rc = lukv_stats_check_view(x, "vo", who, err);
+  int rc = lukv_stats_check_view(x, "vg", who, err);
   if (rc != LUKV_OK) return rc;
   if (!vnorm_dev) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: vnorm is NULL", who);
   if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
@@ -1123,6 +1192,29 @@ extern "C" int lukv_stats_cuda_vnorm(lukv_stats_cuda *c, const lukv_layer_view *
   CU(cudaMemcpyAsync(&vsum, c->dsum.p, sizeof vsum, cudaMemcpyDeviceToHost, c->st));
   if ((rc = stream_sync(c, who, err)) != LUKV_OK) return rc;
   return check_vsum(vsum, err);
+}
+
+extern "C" int lukv_stats_cuda_gram(lukv_stats_cuda *c, int slot, const lukv_layer_view *x, const float **gram_dev,
+                                    lukv_error *err) {
+  const char *who = "lukv_stats_cuda_gram";
+  if (!c || !gram_dev) return lukv_error_set(err, LUKV_ERR_INVALID, "%s: context or gram_dev is NULL", who);
+  int rc = lukv_stats_check_view(x, "o", who, err);
+  if (rc != LUKV_OK) return rc;
+  if (slot < 0 || slot > (1 << 20))
+    return lukv_error_set(err, LUKV_ERR_INVALID, "%s: slot %d out of range [0, 2^20]", who, slot);
+  if ((rc = use_device(c, who, err)) != LUKV_OK) return rc;
+  if (slot >= c->n_grams) {
+    dbuf *g = (dbuf *)realloc(c->grams, sizeof(dbuf) * ((size_t)slot + 1));
+    if (!g) return lukv_error_set(err, LUKV_ERR_NOMEM, "%s: %d slots", who, slot + 1);
+    memset(g + c->n_grams, 0, sizeof(dbuf) * ((size_t)slot + 1 - c->n_grams));
+    c->grams = g, c->n_grams = slot + 1;
+  }
+  const size_t bytes = sizeof(float) * x->n_heads * (size_t)x->head_dim * x->head_dim;
+  if ((rc = ensure(c, &c->grams[slot], bytes, who, err)) != LUKV_OK) return rc;
+  if ((rc = enq_gram(c, x, (float *)c->grams[slot].p, who, err)) != LUKV_OK) return rc;
+  if ((rc = stream_sync(c, who, err)) != LUKV_OK) return rc;
+  *gram_dev = (const float *)c->grams[slot].p;
+  return LUKV_OK;
 }
 
 extern "C" int lukv_stats_cuda_utility(lukv_stats_cuda *c, const lukv_layer_view *x, const float *vnorm_dev,
@@ -1229,7 +1321,7 @@ extern "C" int lukv_layer_stats_cuda(lukv_stats_cuda *c, const lukv_layer_view *
                                      int sample, int layer, float *const *curves, float *oracle,
                                      float *utility_total, lukv_error *err) {
   const char *who = "lukv_layer_stats_cuda";
-  int rc = lukv_stats_check_view(x, "qkvlo", who, err);
+  int rc = lukv_stats_check_view(x, "qkvlg", who, err);
   if (rc != LUKV_OK) return rc;
   if ((rc = lukv_stats_check_params(x, p, who, err)) != LUKV_OK) return rc;
   if (n_scorers < 0 || (n_scorers > 0 && (!scorers || !curves)))

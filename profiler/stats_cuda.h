@@ -2,7 +2,8 @@
  * never hold a T x T matrix, each the twin of a CPU function in stats.h and
  * tested against it (tests/test_profiler_stats_gpu.c, suite gpu).
  *
- *   lukv_stats_cuda_vnorm      lukv_stats_vnorm     Gram matrices (cuBLAS f32),
+ *   lukv_stats_cuda_gram       lukv_stats_gram      Gram matrices (cuBLAS f32)
+ *   lukv_stats_cuda_vnorm      lukv_stats_vnorm     Gram matrices unless given,
  *                                                   v·M_q (cuBLAS f32), row norms
  *                                                   in double, a deterministic
  *                                                   normalising reduction
@@ -51,9 +52,18 @@ typedef struct lukv_stats_cuda lukv_stats_cuda;
 int lukv_stats_cuda_create(lukv_stats_cuda **out, lukv_error *err);
 void lukv_stats_cuda_destroy(lukv_stats_cuda *c); /* NULL: no-op */
 
-/* vnorm_dev: device [Hq, T_ctx]. Uses v, o_proj. */
+/* vnorm_dev: device [Hq, T_ctx]. Uses v, and o_gram if set, else o_proj. */
 int lukv_stats_cuda_vnorm(lukv_stats_cuda *c, const lukv_layer_view *x, float *vnorm_dev,
                           lukv_error *err);
+
+/* The Gram matrices W_Oqᵀ W_Oq of x's o_proj (lukv_stats_gram's [Hq, d, d]),
+ * computed into c's slot `slot` (>= 0; a profile run uses the layer index)
+ * and returned in *gram_dev: device memory owned by c, valid until c is
+ * destroyed or the slot is computed again. Put it in the o_gram of every
+ * later view of that layer: the value norms are then the same bit for bit,
+ * without the Hq·D·d² multiply-adds per call. Uses o_proj. */
+int lukv_stats_cuda_gram(lukv_stats_cuda *c, int slot, const lukv_layer_view *x,
+                         const float **gram_dev, lukv_error *err);
 
 /* vnorm_dev: device [Hq, T_ctx] (from lukv_stats_cuda_vnorm); u_dev: device
  * [Hkv, T_ctx]. Uses q, k, lse; F >= 1. */

@@ -7,7 +7,8 @@
 #include "stats.h"
 
 /* Checks the view's sizes and scale and that the pointers named by `need`
- * (a string of letters from "qkvlo": q, k, v, lse, o_proj) are set.
+ * (a string of letters from "qkvlog": q, k, v, lse, o_proj, and g: o_gram or
+ * else o_proj) are set.
  * `who` names the calling function in the message. */
 int lukv_stats_check_view(const lukv_layer_view *x, const char *need, const char *who,
                           lukv_error *err);

@@ -267,6 +267,28 @@ START_TEST(test_vnorm) {
       sum += vn[i];
     }
     ck_assert_msg(fabs(sum - 1.0) < 1e-5, "sum of vnorm %.9g", sum);
+    /* With the Gram matrices precomputed (o_proj then not needed): the same
+     * bits. */
+    const int d = L.x.head_dim;
+    float *gram = malloc(sizeof(float) * (size_t)L.x.n_heads * d * d), *vg = malloc(sizeof(float) * n);
+    ck_assert(gram && vg);
+    ck_assert_int_eq(lukv_stats_gram(&L.x, gram, &err), LUKV_OK);
+    lukv_layer_view y = L.x;
+    y.o_gram = gram, y.o_proj = NULL, y.hidden_size = 0;
+    ck_assert_int_eq(lukv_stats_vnorm(&y, vg, &err), LUKV_OK);
+    ck_assert(memcmp(vg, vn, sizeof(float) * n) == 0);
+    /* M_q is symmetric. */
+    for (int q = 0; q < L.x.n_heads; q++)
+      for (int a = 0; a < d; a++)
+        for (int b = 0; b < a; b++) {
+          const float *M = gram + (size_t)q * d * d;
+          ck_assert(fabsf(M[a * d + b] - M[b * d + a]) <= 1e-6f * (fabsf(M[a * d + b]) + 1e-6f));
+        }
+    y.hidden_size = L.x.hidden_size;
+    ck_assert_int_eq(lukv_stats_gram(&y, gram, &err), LUKV_ERR_INVALID); /* needs o_proj */
+    ck_assert_msg(strstr(err.msg, "o_proj is NULL") != NULL, "%s", err.msg);
+    ck_assert_int_eq(lukv_stats_gram(&L.x, NULL, &err), LUKV_ERR_INVALID);
+    free(gram), free(vg);
     free(vn), free(ref);
     layer_free(&L);
   }

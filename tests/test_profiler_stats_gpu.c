@@ -263,6 +263,24 @@ START_TEST(test_vnorm) {
     for (size_t t = 0; t < n; t++) sum += gpu[t];
     ck_assert_msg(fabs(sum - 1.0) < 1e-5, "vnorm [%s]: layer sum %.9g", name, sum);
     printf("vnorm   [%s]: max relative difference %.3g\n", name, w);
+    /* The Gram matrices computed once (a slot per layer, as lukv-profile does):
+     * the same bits; and against the CPU's lukv_stats_gram. */
+    const float *dgram = NULL;
+    OK(lukv_stats_cuda_gram(c, (int)i, &L.xd, &dgram, &err_));
+    lukv_layer_view y = L.xd;
+    y.o_gram = dgram, y.o_proj = NULL, y.hidden_size = 0;
+    float *again = malloc(sizeof(float) * n);
+    ck_assert(again);
+    OK(lukv_stats_cuda_vnorm(c, &y, dvn, &err_));
+    from_dev(again, dvn, sizeof(float) * n);
+    ck_assert_msg(memcmp(again, gpu, sizeof(float) * n) == 0, "vnorm [%s]: with o_gram, other bits", name);
+    const size_t ng = (size_t)L.x.n_heads * L.x.head_dim * L.x.head_dim;
+    float *gc = malloc(sizeof(float) * ng), *gg = malloc(sizeof(float) * ng);
+    ck_assert(gc && gg);
+    OK(lukv_stats_gram(&L.x, gc, &err_));
+    from_dev(gg, dgram, sizeof(float) * ng);
+    expect_close("gram", name, gg, gc, ng, 1e-5, 1e-6);
+    free(again), free(gc), free(gg);
     free(cpu), free(gpu), cudaFree(dvn);
     layer_free(&L);
   }
@@ -423,9 +441,11 @@ static void make_scores(rng_t *r, int kind, const float *u, float *s, size_t n) 
 START_TEST(test_curves) {
   lukv_stats_cuda *c = NULL;
   OK(lukv_stats_cuda_create(&c, &err_));
-  /* {heads, T_ctx, sink, window, grid} */
+  /* {heads, T_ctx, sink, window, grid}; a shape twice in a row: the second
+   * call reuses the offsets and grid counts already on the device. */
   static const int cases[][5] = {{1, 1, 0, 0, 16},   {2, 2, 1, 0, 16},     {3, 40, 4, 32, 16},
-                                 {2, 300, 4, 32, 256}, {4, 3000, 4, 32, 256}, {1, 5000, 0, 0, 256},
+                                 {2, 300, 4, 32, 256}, {4, 3000, 4, 32, 256}, {4, 3000, 4, 32, 256},
+                                 {1, 5000, 0, 0, 256}, {1, 9000, 4, 32, 16},
                                  {2, 2500, 16, 64, 16}, {1, 37, 4, 32, 256}};
   rng_t r = {77};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -708,6 +728,21 @@ START_TEST(test_errors) {
   lukv_error_clear(&err);
   rc = lukv_stats_cuda_vnorm(NULL, &L.xd, dvn, &err);
   lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "context is NULL", NULL);
+  const float *gram = NULL;
+  lukv_error_clear(&err);
+  rc = lukv_stats_cuda_gram(c, 0, &L.xd, NULL, &err);
+  lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "gram_dev is NULL", NULL);
+  lukv_error_clear(&err);
+  rc = lukv_stats_cuda_gram(c, -1, &L.xd, &gram, &err);
+  lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "slot -1", NULL);
+  lukv_layer_view nw = L.xd;
+  nw.o_proj = NULL;
+  lukv_error_clear(&err);
+  rc = lukv_stats_cuda_gram(c, 0, &nw, &gram, &err);
+  lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "o_proj is NULL", NULL);
+  lukv_error_clear(&err);
+  rc = lukv_stats_cuda_vnorm(c, &nw, dvn, &err); /* neither o_gram nor o_proj */
+  lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "o_proj is NULL", NULL);
   lukv_error_clear(&err);
   rc = lukv_score_cuda_snapkv(c, &L.xd, 101, 7, du, &err);
   lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "window 101", NULL);
