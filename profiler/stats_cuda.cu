@@ -510,6 +510,190 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
   }
 }
 
+/* ---- value norms on tensor cores -------------------------------------------------
+ * vm = v · M_q for 64 tokens at a time on mma.sync, then ||W_Oq v_j||² =
+ * Σ_b vm[j, b]·v_j[b] in double, all in one kernel: the f32 path's vm (T_ctx
+ * · Hq · d floats: 59 MB for the 8B shape at 4K) never goes to memory.
+ * f32 accuracy from bf16 tensor cores: every f32 x is the exact sum of three
+ * bf16 x0 + x1 + x2 (split3), M_q and v alike, and the products that matter
+ * at f32 precision, x0·y0, x0·y1, x0·y2, x1·y0, x1·y1, x2·y0, are exact in
+ * the f32 accumulators (what is left is below 2^-24 of the result). v from
+ * the bf16 engine has x1 = x2 = 0: a block whose v tile is all bf16 values
+ * does the three products with v0 only. */
+const int VN_TOK = 64, VN_KC = 32, VN_WARPS = 4;
+
+/* RN-even bf16 bits of x (NaN stays NaN, ±inf stays ±inf). */
+__device__ __forceinline__ uint16_t bf16_bits_rn(float x) {
+  uint32_t u = __float_as_uint(x);
+  if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)((u >> 16) | ((u & 0x007fffffu) ? 0x0040u : 0u));
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
+
+/* x = p[0] + p[1] + p[2] as bf16 bits; each difference is exact in f32. */
+__device__ __forceinline__ void split3(float x, uint16_t p[3]) {
+  p[0] = bf16_bits_rn(x);
+  const float r1 = x - bf16_bits_to_f32(p[0]);
+  p[1] = bf16_bits_rn(r1);
+  p[2] = bf16_bits_rn(r1 - bf16_bits_to_f32(p[1]));
+}
+
+/* parts [3][Hq][d (b)][d (a)]: the split of gram[q][a][b] (stats.h's o_gram
+ * layout), stored with b as the row so that an ldmatrix of rows b gives the
+ * B fragment of vm[j, b] = Σ_a v[j, a]·M(a, b). */
+__global__ void k_gram_split(const float *__restrict__ gram, int Hq, int d, uint16_t *__restrict__ parts) {
+  const size_t dd = (size_t)d * d, n = (size_t)Hq * dd;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t q = i / dd;
+    const int rem = (int)(i - q * dd), b = rem / d, a = rem % d;
+    uint16_t p[3];
+    split3(gram[q * dd + (size_t)a * d + b], p);
+    parts[i] = p[0], parts[n + i] = p[1], parts[2 * n + i] = p[2];
+  }
+}
+
+template <int D>
+__host__ __device__ inline size_t vn_smem() {
+  return (size_t)(3 * VN_TOK * (D + 8) + 2 * 3 * D * (VN_KC + 8)) * sizeof(uint16_t);
+}
+
+/* Grid (ceil(T_ctx / 64), Hkv), 4 warps of 16 tokens. For every query head
+ * of KV head h's group: M_q's parts stream through shared memory in chunks
+ * of 32 input dims (a cp.async double buffer), each warp accumulates its
+ * [16 tokens, D] block of vm in registers, then the quadratic form in
+ * double. Writes vn (not yet normalised) and one double partial sum per
+ * block (its group's norms in a fixed order) at partial[y · gridDim.x + x]. */
+template <int D>
+__global__ void __launch_bounds__(VN_WARPS * 32)
+    k_vnorm_mma(const float *__restrict__ v, const uint16_t *__restrict__ mparts, int T_ctx, int Hq, int Hkv,
+                float *__restrict__ vn, double *__restrict__ partial) {
+  constexpr int LDV = D + 8, LDM = VN_KC + 8, NT = D / 8, NKC = D / VN_KC, SEGS = VN_KC / 8;
+  constexpr int NTH = VN_WARPS * 32;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16_t *sV = (bf16_t *)smem;                  /* [3][TOK][LDV]: v's parts */
+  bf16_t *sM = sV + 3 * VN_TOK * LDV;           /* [2][3][D][LDM]: chunks of M's parts */
+  __shared__ double wsum[VN_WARPS];
+  __shared__ int resid;
+  const int h = blockIdx.y, j0 = blockIdx.x * VN_TOK, group = Hq / Hkv, nchunks = group * NKC;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
+  const size_t npart = (size_t)Hq * D * D;
+  /* chunk c: query head h·group + c / NKC, input dims [(c % NKC)·KC, + KC) */
+  auto load_chunk = [&](int c) {
+    const size_t q = (size_t)h * group + c / NKC;
+    const int a0 = (c % NKC) * VN_KC;
+    bf16_t *dst = sM + (size_t)(c & 1) * 3 * D * LDM;
+    for (int e = tid; e < 3 * D * SEGS; e += NTH) {
+      const int p = e / (D * SEGS), rem = e - p * D * SEGS, b = rem / SEGS, s = rem % SEGS;
+      ptx_cp_async16(dst + ((size_t)p * D + b) * LDM + s * 8,
+                     mparts + p * npart + (q * D + b) * D + a0 + s * 8, true);
+    }
+  };
+  load_chunk(0);
+  ptx_cp_async_commit();
+  if (tid == 0) resid = 0;
+  __syncthreads();
+  /* v's tile, split while chunk 0 arrives; rows past T_ctx are zeros */
+  bool mine = false;
+  for (int e = tid; e < VN_TOK * (D / 4); e += NTH) {
+    const int r = e / (D / 4), c = (e % (D / 4)) * 4, j = j0 + r;
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (j < T_ctx) x = *(const float4 *)(v + ((size_t)j * Hkv + h) * D + c);
+    const float xs[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      uint16_t p[3];
+      split3(xs[i], p);
+      mine |= ((p[1] | p[2]) & 0x7fffu) != 0;
+#pragma unroll
+      for (int k = 0; k < 3; k++) ((uint16_t *)sV)[((size_t)k * VN_TOK + r) * LDV + c + i] = p[k];
+    }
+  }
+  if (mine) resid = 1; /* benign: every writer writes 1 */
+  __syncthreads();
+  const int nv = resid ? 3 : 1; /* v parts in play: block-uniform */
+
+  float acc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  double nsum = 0.0;
+  const bf16_t *aV = sV + (size_t)(warp * 16 + (lane & 15)) * LDV + (lane >> 4) * 8;
+  for (int c = 0; c < nchunks; c++) {
+    cp_async_next_tile(c + 1 < nchunks, [&] { load_chunk(c + 1); });
+    __syncthreads();
+    const int kc = c % NKC;
+    const bf16_t *bM = sM + (size_t)(c & 1) * 3 * D * LDM + (size_t)(lane & 7) * LDM + (lane >> 3) * 8;
+    uint32_t a[3][2][4];
+#pragma unroll
+    for (int p = 0; p < 3; p++)
+      if (p < nv) {
+        ptx_ldmatrix_x4(a[p][0], aV + (size_t)p * VN_TOK * LDV + kc * VN_KC);
+        ptx_ldmatrix_x4(a[p][1], aV + (size_t)p * VN_TOK * LDV + kc * VN_KC + 16);
+      }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+      uint32_t b[3][4];
+#pragma unroll
+      for (int p = 0; p < 3; p++) ptx_ldmatrix_x4(b[p], bM + ((size_t)p * D + nt * 8) * LDM);
+      /* v0·(M0 + M1 + M2), then v1·(M0 + M1) and v2·M0 when v has them */
+#pragma unroll
+      for (int p = 0; p < 3; p++) {
+        ptx_mma_bf16_16816(acc[nt], a[0][0], b[p][0], b[p][1]);
+        ptx_mma_bf16_16816(acc[nt], a[0][1], b[p][2], b[p][3]);
+      }
+      if (nv > 1) {
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+          ptx_mma_bf16_16816(acc[nt], a[1][0], b[p][0], b[p][1]);
+          ptx_mma_bf16_16816(acc[nt], a[1][1], b[p][2], b[p][3]);
+        }
+        ptx_mma_bf16_16816(acc[nt], a[2][0], b[0][0], b[0][1]);
+        ptx_mma_bf16_16816(acc[nt], a[2][1], b[0][2], b[0][3]);
+      }
+    }
+    if (kc == NKC - 1) { /* query head c / NKC is complete: its norms */
+      const int qh = h * group + c / NKC;
+      double n2[2] = {0.0, 0.0};
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        const int j = j0 + warp * 16 + hf * 8 + g;
+        if (j < T_ctx) {
+          const float *vr = v + ((size_t)j * Hkv + h) * D + 2 * qd;
+#pragma unroll
+          for (int nt = 0; nt < NT; nt++) {
+            const float2 x = *(const float2 *)(vr + nt * 8);
+            n2[hf] += (double)acc[nt][2 * hf] * (double)x.x;
+            n2[hf] += (double)acc[nt][2 * hf + 1] * (double)x.y;
+          }
+        }
+      }
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        n2[hf] += __shfl_xor_sync(0xffffffffu, n2[hf], 1);
+        n2[hf] += __shfl_xor_sync(0xffffffffu, n2[hf], 2);
+        const int j = j0 + warp * 16 + hf * 8 + g;
+        if (qd == 0 && j < T_ctx) {
+          /* M is PSD: only rounding makes n2 negative; a NaN passes through. */
+          const double n = n2[hf] < 0.0 ? 0.0 : sqrt(n2[hf]);
+          vn[(size_t)qh * T_ctx + j] = (float)n;
+          nsum += n;
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    }
+    __syncthreads(); /* chunk c's buffer is free for chunk c + 2 */
+  }
+  nsum = warp_sum(nsum);
+  if (lane == 0) wsum[warp] = nsum;
+  __syncthreads();
+  if (tid == 0) {
+    double s = 0.0;
+    for (int w = 0; w < VN_WARPS; w++) s += wsum[w];
+    partial[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
+  }
+}
+
 /* *flag |= some element of p[0, n) is not a bf16 value (low 16 bits set);
  * with dst, also dst = the high half of each (its bf16 when it is one: the
  * copies k_colreduce_mma reads). */
@@ -748,7 +932,7 @@ struct lukv_stats_cuda {
   cudaStream_t st;
   cublasHandle_t blas;
   /* device scratch */
-  dbuf gram, vm, partial, dsum, red, kd_part, kd_mean, kd_inv, keys_in, keys_out, offs, cub_tmp, mg, curves_d,
+  dbuf gram, gparts, vm, partial, dsum, red, kd_part, kd_mean, kd_inv, keys_in, keys_out, offs, cub_tmp, mg, curves_d,
       flags, vn, u, score, not_bf16, q_bf16, k_bf16;
   /* host scratch */
   float *curves_h;
@@ -813,7 +997,6 @@ unsigned blocks_for(size_t n, unsigned per) { return (unsigned)((n + per - 1) / 
 
 /* ---- enqueue: no synchronisation, no host checks of results ------------------- */
 
-/* vn [Hq, T_ctx] device, normalised; the layer sum lands in c->dsum. */
 /* gram [Hq, d, d] device = W_Oqᵀ W_Oq per query head (f32, no TF32). */
 int enq_gram(ctx_t *c, const lukv_layer_view *x, float *gram, const char *who, lukv_error *err) {
   const int Hq = x->n_heads, d = x->head_dim, D = x->hidden_size;
@@ -829,7 +1012,33 @@ int enq_gram(ctx_t *c, const lukv_layer_view *x, float *gram, const char *who, l
   return LUKV_OK;
 }
 
-int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lukv_error *err) {
+/* vn = v·M·v norms on tensor cores (k_vnorm_mma) for d = 64 and 128;
+ * returns the number of partial sums written. */
+template <int D>
+int enq_vnorm_mma(ctx_t *c, const lukv_layer_view *x, const float *gram, float *vn, size_t *n_partial,
+                  const char *who, lukv_error *err) {
+  const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads;
+  const size_t npart = (size_t)Hq * D * D;
+  const unsigned nbx = blocks_for((size_t)T, VN_TOK);
+  *n_partial = (size_t)nbx * Hkv;
+  int rc = ensure(c, &c->gparts, sizeof(uint16_t) * 3 * npart, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->partial, sizeof(double) * *n_partial, who, err);
+  if (rc != LUKV_OK) return rc;
+  unsigned nb = blocks_for(npart, 256);
+  if (nb > 4096) nb = 4096;
+  k_gram_split<<<nb, 256, 0, c->st>>>(gram, Hq, D, (uint16_t *)c->gparts.p);
+  LAUNCHED("k_gram_split");
+  CU(cudaFuncSetAttribute(k_vnorm_mma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)vn_smem<D>()));
+  k_vnorm_mma<D><<<dim3(nbx, (unsigned)Hkv), VN_WARPS * 32, vn_smem<D>(), c->st>>>(
+      x->v, (const uint16_t *)c->gparts.p, T, Hq, Hkv, vn, (double *)c->partial.p);
+  LAUNCHED("k_vnorm_mma");
+  return LUKV_OK;
+}
+
+/* vn = v·M·v norms through cuBLAS f32 (any head dim); returns the number of
+ * partial sums written. */
+int enq_vnorm_f32(ctx_t *c, const lukv_layer_view *x, const float *gram, float *vn, size_t *n_partial,
+                  const char *who, lukv_error *err) {
   const int T = x->T_ctx, Hq = x->n_heads, Hkv = x->n_kv_heads, d = x->head_dim;
   const int group = Hq / Hkv;
   const size_t hqd = (size_t)Hq * d;
@@ -837,18 +1046,10 @@ int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lu
   if (nc_max < 1) nc_max = 1;
   if (nc_max > (size_t)T) nc_max = (size_t)T;
   const size_t n_chunks = ((size_t)T + nc_max - 1) / nc_max;
-  const size_t n_partial = ((size_t)Hq * T + 7) / 8 + n_chunks;
-  int rc = x->o_gram ? LUKV_OK : ensure(c, &c->gram, sizeof(float) * hqd * d, who, err);
-  if (rc == LUKV_OK) rc = ensure(c, &c->vm, sizeof(float) * hqd * nc_max, who, err);
-  if (rc == LUKV_OK) rc = ensure(c, &c->partial, sizeof(double) * n_partial, who, err);
-  if (rc == LUKV_OK) rc = ensure(c, &c->dsum, sizeof(double), who, err);
+  int rc = ensure(c, &c->vm, sizeof(float) * hqd * nc_max, who, err);
+  if (rc == LUKV_OK) rc = ensure(c, &c->partial, sizeof(double) * (((size_t)Hq * T + 7) / 8 + n_chunks), who, err);
   if (rc != LUKV_OK) return rc;
   float *vm = (float *)c->vm.p;
-  const float *gram = x->o_gram;
-  if (!gram) {
-    if ((rc = enq_gram(c, x, (float *)c->gram.p, who, err)) != LUKV_OK) return rc;
-    gram = (const float *)c->gram.p;
-  }
   double *partial = (double *)c->partial.p;
   const float one = 1.0f, zero = 0.0f;
   const int ld_v = Hkv * d, gd = group * d;
@@ -868,7 +1069,30 @@ int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lu
     LAUNCHED("k_vnorm_rows");
     off += nb;
   }
-  k_vnorm_sum<<<1, 256, 0, c->st>>>(partial, (long long)off, (double *)c->dsum.p);
+  *n_partial = off;
+  return LUKV_OK;
+}
+
+/* vn [Hq, T_ctx] device, normalised; the layer sum lands in c->dsum. */
+int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lukv_error *err) {
+  const int T = x->T_ctx, Hq = x->n_heads, d = x->head_dim;
+  int rc = ensure(c, &c->dsum, sizeof(double), who, err);
+  if (rc != LUKV_OK) return rc;
+  const float *gram = x->o_gram;
+  if (!gram) {
+    if ((rc = ensure(c, &c->gram, sizeof(float) * Hq * (size_t)d * d, who, err)) != LUKV_OK) return rc;
+    if ((rc = enq_gram(c, x, (float *)c->gram.p, who, err)) != LUKV_OK) return rc;
+    gram = (const float *)c->gram.p;
+  }
+  size_t n_partial = 0;
+  if (d == 128 && vn_smem<128>() <= c->smem_optin)
+    rc = enq_vnorm_mma<128>(c, x, gram, vn, &n_partial, who, err);
+  else if (d == 64 && vn_smem<64>() <= c->smem_optin)
+    rc = enq_vnorm_mma<64>(c, x, gram, vn, &n_partial, who, err);
+  else
+    rc = enq_vnorm_f32(c, x, gram, vn, &n_partial, who, err);
+  if (rc != LUKV_OK) return rc;
+  k_vnorm_sum<<<1, 256, 0, c->st>>>((const double *)c->partial.p, (long long)n_partial, (double *)c->dsum.p);
   LAUNCHED("k_vnorm_sum");
   const size_t n = (size_t)Hq * T;
   unsigned nb = blocks_for(n, 256);
@@ -1153,7 +1377,7 @@ extern "C" int lukv_stats_cuda_create(lukv_stats_cuda **out, lukv_error *err) {
 extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
   if (!c) return;
   cudaSetDevice(c->device);
-  dbuf *bufs[] = {&c->gram,  &c->vm,     &c->partial,  &c->dsum,    &c->red,  &c->kd_part,
+  dbuf *bufs[] = {&c->gram,  &c->gparts, &c->vm,     &c->partial,  &c->dsum,    &c->red,  &c->kd_part,
                   &c->kd_mean, &c->kd_inv, &c->keys_in, &c->keys_out, &c->offs, &c->cub_tmp,
                   &c->mg,    &c->curves_d, &c->flags,  &c->vn,      &c->u,    &c->score, &c->not_bf16,
                   &c->q_bf16, &c->k_bf16};

@@ -133,9 +133,10 @@ static void make_lse(layer_t *L) {
   free(buf);
 }
 
-/* Set by the *_bf16 tests: q and k rounded to bf16 values (what the CUDA
+/* Set by the *_bf16 tests: q, k and v rounded to bf16 values (what the CUDA
  * engine's tap hands over), which sends the column reductions to the
- * tensor-core kernel. Each Check test runs in its own process. */
+ * tensor-core kernel and lets the value norms (d 64, 128) skip the products
+ * of v's low parts. Each Check test runs in its own process. */
 static int bf16_inputs = 0;
 
 static float bf16_round(float x) {
@@ -169,6 +170,7 @@ static void layer_make(layer_t *L, uint64_t seed, int T_ctx, int F, int Hq, int 
   if (bf16_inputs) {
     for (size_t i = 0; i < nq; i++) L->q[i] = bf16_round(L->q[i]);
     for (size_t i = 0; i < nk; i++) L->k[i] = bf16_round(L->k[i]);
+    for (size_t i = 0; i < nk; i++) L->v[i] = bf16_round(L->v[i]);
   }
   L->x = (lukv_layer_view){.T_ctx = T_ctx, .F = F, .n_heads = Hq, .n_kv_heads = Hkv,
                            .head_dim = d, .hidden_size = D, .scale = (float)(1.0 / sqrt(d)),
@@ -242,7 +244,7 @@ static void make_shape(layer_t *L, const shape_t *s, uint64_t seed) {
 
 /* ---- vnorm -------------------------------------------------------------------------- */
 
-START_TEST(test_vnorm) {
+static void vnorm_cases(void) {
   lukv_stats_cuda *c = NULL;
   OK(lukv_stats_cuda_create(&c, &err_));
   for (size_t i = 0; i < N_SHAPES; i++) {
@@ -262,7 +264,7 @@ START_TEST(test_vnorm) {
     double sum = 0.0;
     for (size_t t = 0; t < n; t++) sum += gpu[t];
     ck_assert_msg(fabs(sum - 1.0) < 1e-5, "vnorm [%s]: layer sum %.9g", name, sum);
-    printf("vnorm   [%s]: max relative difference %.3g\n", name, w);
+    printf("vnorm%s [%s]: max relative difference %.3g\n", bf16_inputs ? " (bf16 inputs)" : "  ", name, w);
     /* The Gram matrices computed once (a slot per layer, as lukv-profile does):
      * the same bits; and against the CPU's lukv_stats_gram. */
     const float *dgram = NULL;
@@ -285,6 +287,14 @@ START_TEST(test_vnorm) {
     layer_free(&L);
   }
   lukv_stats_cuda_destroy(c);
+}
+
+START_TEST(test_vnorm) { vnorm_cases(); }
+END_TEST
+
+START_TEST(test_vnorm_bf16) {
+  bf16_inputs = 1;
+  vnorm_cases();
 }
 END_TEST
 
@@ -810,7 +820,7 @@ END_TEST
 static Suite *gpu_suite(void) {
   Suite *s = suite_create("profiler-stats-gpu");
   const lukv_test_case cases[] = {
-      {"vnorm", test_vnorm},     {"utility", test_utility}, {"snapkv", test_snapkv},
+      {"vnorm", test_vnorm},     {"vnorm_bf16", test_vnorm_bf16},     {"utility", test_utility}, {"snapkv", test_snapkv},
       {"utility_bf16", test_utility_bf16},                  {"snapkv_bf16", test_snapkv_bf16},
       {"keydiff", test_keydiff}, {"curves", test_curves},   {"layer", test_layer},
       {"profile_add_layer", test_profile_add_layer},        {"errors", test_errors},
