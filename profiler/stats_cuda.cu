@@ -515,9 +515,10 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
  * Σ_b vm[j, b]·v_j[b] in double, all in one kernel: the f32 path's vm (T_ctx
  * · Hq · d floats: 59 MB for the 8B shape at 4K) never goes to memory.
  * f32 accuracy from bf16 tensor cores: every f32 x is the exact sum of three
- * bf16 x0 + x1 + x2 (split3), M_q and v alike, and the products that matter
- * at f32 precision, x0·y0, x0·y1, x0·y2, x1·y0, x1·y1, x2·y0, are exact in
- * the f32 accumulators (what is left is below 2^-24 of the result). v from
+ * bf16 x0 + x1 + x2 (split3), M_q and v alike; the products that matter at
+ * f32 precision, x0·y0, x0·y1, x0·y2, x1·y0, x1·y1, x2·y0, are formed exactly
+ * and summed in the f32 accumulators (those left out are below 2^-24·|x||y|,
+ * as an f32 product's rounding is). v from
  * the bf16 engine has x1 = x2 = 0: a block whose v tile is all bf16 values
  * does the three products with v0 only. */
 const int VN_TOK = 64, VN_KC = 32, VN_WARPS = 4;
