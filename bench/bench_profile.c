@@ -11,7 +11,9 @@
  *   parts     the same pieces alone (each synchronises): vnorm, utility,
  *             snapkv, keydiff, curves; and gram, the Gram matrices W_Oqᵀ W_Oq
  *             of o_proj, which lukv-profile computes once per layer and run
- *             (lukv_stats_cuda_gram) and stats and vnorm take from the view
+ *             (lukv_stats_cuda_gram) and stats and vnorm take from the view;
+ *             vnorm-f32, the value norms on the cuBLAS f32 path instead of
+ *             the tensor-core kernel (d 64, 128), for comparison
  *
  * Default: one Llama-3.1-8B layer (32 query heads, 8 KV heads, head dim 128,
  * hidden 4096), T = 4096, 16384, 32768 rows with F = T/8 future rows and
@@ -107,8 +109,9 @@ static int flash_once(void *vr) {
   return bench_cuda_ok(lukv_cuda_flash_attention(r->qb, r->kb, r->vb, &r->sh, r->ob, r->lse, 0), "flash attention");
 }
 
-enum { PART_LAYER, PART_VNORM, PART_UTILITY, PART_SNAPKV, PART_KEYDIFF, PART_CURVES, PART_GRAM, N_PARTS };
-static const char *const part_names[N_PARTS] = {"stats", "vnorm", "utility", "snapkv", "keydiff", "curves", "gram"};
+enum { PART_LAYER, PART_VNORM, PART_UTILITY, PART_SNAPKV, PART_KEYDIFF, PART_CURVES, PART_GRAM, PART_VNORM_F32, N_PARTS };
+static const char *const part_names[N_PARTS] = {"stats",  "vnorm", "utility", "snapkv",
+                                                "keydiff", "curves", "gram",   "vnorm-f32"};
 
 static int part_once(run *r, int part, lukv_error *err) {
   const lukv_layer_view *x = &r->x;
@@ -128,6 +131,12 @@ static int part_once(run *r, int part, lukv_error *err) {
   case PART_GRAM: { /* into slot 1: slot 0 holds the view's o_gram */
     const float *g = NULL;
     return lukv_stats_cuda_gram(r->ctx, 1, x, &g, err);
+  }
+  case PART_VNORM_F32: { /* the cuBLAS f32 path, for comparison with vnorm */
+    int rc = lukv_stats_cuda_set_vnorm_f32(r->ctx, 1, err);
+    if (rc == LUKV_OK) rc = lukv_stats_cuda_vnorm(r->ctx, x, r->vn, err);
+    lukv_stats_cuda_set_vnorm_f32(r->ctx, 0, NULL);
+    return rc;
   }
   }
   return LUKV_ERR_INVALID;

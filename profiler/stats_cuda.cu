@@ -944,6 +944,7 @@ struct lukv_stats_cuda {
    * sink, window} they were uploaded for and the buffers they went to */
   int curve_shape[6];
   const void *curve_offs, *curve_mg;
+  int vnorm_f32_only; /* lukv_stats_cuda_set_vnorm_f32 */
   /* lukv_stats_cuda_gram's slots: [n_grams] device [Hq, d, d] each */
   dbuf *grams;
   int n_grams;
@@ -1086,7 +1087,9 @@ int enq_vnorm(ctx_t *c, const lukv_layer_view *x, float *vn, const char *who, lu
     gram = (const float *)c->gram.p;
   }
   size_t n_partial = 0;
-  if (d == 128 && vn_smem<128>() <= c->smem_optin)
+  if (c->vnorm_f32_only)
+    rc = enq_vnorm_f32(c, x, gram, vn, &n_partial, who, err);
+  else if (d == 128 && vn_smem<128>() <= c->smem_optin)
     rc = enq_vnorm_mma<128>(c, x, gram, vn, &n_partial, who, err);
   else if (d == 64 && vn_smem<64>() <= c->smem_optin)
     rc = enq_vnorm_mma<64>(c, x, gram, vn, &n_partial, who, err);
@@ -1393,6 +1396,14 @@ extern "C" void lukv_stats_cuda_destroy(lukv_stats_cuda *c) {
   free(c->mg_h);
   free(c->offs_h);
   free(c);
+}
+
+extern "C" int lukv_stats_cuda_set_vnorm_f32(lukv_stats_cuda *c, int f32_only, lukv_error *err) {
+  if (!c || (f32_only != 0 && f32_only != 1))
+    return lukv_error_set(err, LUKV_ERR_INVALID, "lukv_stats_cuda_set_vnorm_f32: %s",
+                          c ? "f32_only must be 0 or 1" : "context is NULL");
+  c->vnorm_f32_only = f32_only;
+  return LUKV_OK;
 }
 
 extern "C" int lukv_stats_cuda_last_used_tensor_cores(lukv_stats_cuda *c) {

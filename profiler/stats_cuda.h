@@ -91,6 +91,12 @@ int lukv_stats_cuda_curves(lukv_stats_cuda *c, const float *u_dev, int n_scores,
  * 0 the f32 one, -1 none yet or a CUDA error. Synchronises c's stream. */
 int lukv_stats_cuda_last_used_tensor_cores(lukv_stats_cuda *c);
 
+/* The value norms' kernels from now on: 0 (the default) tensor cores where
+ * the head dim allows (64, 128; else cuBLAS f32), 1 cuBLAS f32 for every
+ * head dim, for comparisons (bench-profile, the gpu tests). Both meet
+ * lukv_stats_vnorm's 1e-5. LUKV_ERR_INVALID for another value or NULL c. */
+int lukv_stats_cuda_set_vnorm_f32(lukv_stats_cuda *c, int f32_only, lukv_error *err);
+
 /* lukv_layer_stats with a device view; the outputs are the same host arrays. */
 int lukv_layer_stats_cuda(lukv_stats_cuda *c, const lukv_layer_view *x,
                           const lukv_stats_params *p, int n_scorers,

@@ -282,6 +282,14 @@ static void vnorm_cases(void) {
     OK(lukv_stats_gram(&L.x, gc, &err_));
     from_dev(gg, dgram, sizeof(float) * ng);
     expect_close("gram", name, gg, gc, ng, 1e-5, 1e-6);
+    /* The cuBLAS f32 path on every head dim (the default takes it for d 32 only). */
+    OK(lukv_stats_cuda_set_vnorm_f32(c, 1, &err_));
+    OK(lukv_stats_cuda_vnorm(c, &y, dvn, &err_));
+    OK(lukv_stats_cuda_set_vnorm_f32(c, 0, &err_));
+    from_dev(again, dvn, sizeof(float) * n);
+    const double wf = expect_close("vnorm f32 path", name, again, cpu, n, 1e-5, 1e-7);
+    printf("vnorm%s [%s]: cuBLAS f32 path: max relative difference %.3g\n", bf16_inputs ? " (bf16 inputs)" : "  ",
+           name, wf);
     free(again), free(gc), free(gg);
     free(cpu), free(gpu), cudaFree(dvn);
     layer_free(&L);
@@ -745,6 +753,9 @@ START_TEST(test_errors) {
   lukv_error_clear(&err);
   rc = lukv_stats_cuda_gram(c, -1, &L.xd, &gram, &err);
   lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "slot -1", NULL);
+  lukv_error_clear(&err);
+  rc = lukv_stats_cuda_set_vnorm_f32(c, 2, &err);
+  lukv_test_expect_err(&err, rc, LUKV_ERR_INVALID, "0 or 1", NULL);
   lukv_layer_view nw = L.xd;
   nw.o_proj = NULL;
   lukv_error_clear(&err);
