@@ -5,11 +5,14 @@
  * Data flow of one layer (all on the context's stream, one synchronisation
  * at the end):
  *
- *   vnorm    gram[q] = W_Oqᵀ W_Oq (cuBLAS strided batch, f32), then per chunk
- *            of context tokens vm = v · [gram of the group] (cuBLAS strided
- *            batch over KV heads), k_vnorm_rows: ||·|| in double per (q, j)
- *            and one double partial sum per block, k_vnorm_sum: the layer sum
- *            in a fixed order, k_vnorm_scale: divide.
+ *   vnorm    gram[q] = W_Oqᵀ W_Oq (cuBLAS strided batch, f32) unless the view
+ *            brings it (o_gram). d = 64, 128: k_gram_split (each M_q as three
+ *            bf16 matrices), k_vnorm_mma: v·M_q on tensor cores and ||·|| in
+ *            double per (q, j), one double partial sum per block. Other d:
+ *            per chunk of context tokens vm = v · [gram of the group] (cuBLAS
+ *            strided batch over KV heads), k_vnorm_rows: ||·|| in double and
+ *            the partial sums. Then k_vnorm_sum: the layer sum in a fixed
+ *            order, k_vnorm_scale: divide.
  *   utility  k_colreduce over the future rows → red [Hq, T_ctx] double
  *            (max or sum over rows of exp(scale·q·k − lse), per query head),
  *            k_utility_final: u[h, j] = max_q (float)(red · vnorm).

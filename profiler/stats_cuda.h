@@ -4,7 +4,9 @@
  *
  *   lukv_stats_cuda_gram       lukv_stats_gram      Gram matrices (cuBLAS f32)
  *   lukv_stats_cuda_vnorm      lukv_stats_vnorm     Gram matrices unless given,
- *                                                   v·M_q (cuBLAS f32), row norms
+ *                                                   v·M_q and the row norms in
+ *                                                   one tensor-core kernel (d 64,
+ *                                                   128; else cuBLAS f32), norms
  *                                                   in double, a deterministic
  *                                                   normalising reduction
  *   lukv_stats_cuda_utility    lukv_stats_utility   key-stationary recomputation
