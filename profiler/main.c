@@ -126,7 +126,6 @@ typedef struct tap_ctx {
   /* [n_layers]: each layer's W_Oqᵀ W_Oq on the device (owned by gpu), computed
    * at the layer's first sample: the weights do not change during a run */
   const float **gram;
-  int n_layers;
 #endif
   lukv_error err; /* the profiler's own message, preferred over the engine's */
 } tap_ctx;
@@ -145,9 +144,9 @@ static int on_layer(void *user, const lukv_tap_info *info) {
     /* Device pointers: the statistics run where the tensors are. */
 #if LUKV_HAVE_CUDA
     if (c->gpu) {
-      if (info->layer < 0 || info->layer >= c->n_layers)
+      if (info->layer < 0 || info->layer >= c->prof->model.n_layers)
         return lukv_error_set(&c->err, LUKV_ERR_INVALID, "tap: layer %d of a %d-layer model", info->layer,
-                              c->n_layers);
+                              c->prof->model.n_layers);
       if (!c->gram[info->layer]) {
         int rc = lukv_stats_cuda_gram(c->gpu, info->layer, &x, &c->gram[info->layer], &c->err);
         if (rc != LUKV_OK) return rc;
@@ -475,7 +474,6 @@ static int cmd_profile(int argc, char **argv) {
   lukv_error_clear(&ctx.err);
 #if LUKV_HAVE_CUDA
   if (rc == LUKV_OK && lukv_model_device(m) == LUKV_DEVICE_CUDA) {
-    ctx.n_layers = cfg->n_layers;
     ctx.gram = calloc((size_t)cfg->n_layers, sizeof *ctx.gram);
     if (!ctx.gram) rc = lukv_error_set(&err, LUKV_ERR_NOMEM, "out of memory for %d layers", cfg->n_layers);
     else rc = lukv_stats_cuda_create(&ctx.gpu, &err);

@@ -526,32 +526,24 @@ __global__ void __launch_bounds__(MR_WARPS * 32)
  * does the three products with v0 only. */
 const int VN_TOK = 64, VN_KC = 32, VN_WARPS = 4;
 
-/* RN-even bf16 bits of x (NaN stays NaN, ±inf stays ±inf). */
-__device__ __forceinline__ uint16_t bf16_bits_rn(float x) {
-  uint32_t u = __float_as_uint(x);
-  if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)((u >> 16) | ((u & 0x007fffffu) ? 0x0040u : 0u));
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
-
-/* x = p[0] + p[1] + p[2] as bf16 bits; each difference is exact in f32. */
-__device__ __forceinline__ void split3(float x, uint16_t p[3]) {
-  p[0] = bf16_bits_rn(x);
-  const float r1 = x - bf16_bits_to_f32(p[0]);
-  p[1] = bf16_bits_rn(r1);
-  p[2] = bf16_bits_rn(r1 - bf16_bits_to_f32(p[1]));
+/* x = p[0] + p[1] + p[2] (bf16, each rounded to nearest even); each
+ * difference is exact in f32. */
+__device__ __forceinline__ void split3(float x, bf16_t p[3]) {
+  p[0] = __float2bfloat16_rn(x);
+  const float r1 = x - __bfloat162float(p[0]);
+  p[1] = __float2bfloat16_rn(r1);
+  p[2] = __float2bfloat16_rn(r1 - __bfloat162float(p[1]));
 }
 
 /* parts [3][Hq][d (b)][d (a)]: the split of gram[q][a][b] (stats.h's o_gram
  * layout), stored with b as the row so that an ldmatrix of rows b gives the
  * B fragment of vm[j, b] = Σ_a v[j, a]·M(a, b). */
-__global__ void k_gram_split(const float *__restrict__ gram, int Hq, int d, uint16_t *__restrict__ parts) {
+__global__ void k_gram_split(const float *__restrict__ gram, int Hq, int d, bf16_t *__restrict__ parts) {
   const size_t dd = (size_t)d * d, n = (size_t)Hq * dd;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const size_t q = i / dd;
     const int rem = (int)(i - q * dd), b = rem / d, a = rem % d;
-    uint16_t p[3];
+    bf16_t p[3];
     split3(gram[q * dd + (size_t)a * d + b], p);
     parts[i] = p[0], parts[n + i] = p[1], parts[2 * n + i] = p[2];
   }
@@ -559,7 +551,7 @@ __global__ void k_gram_split(const float *__restrict__ gram, int Hq, int d, uint
 
 template <int D>
 __host__ __device__ inline size_t vn_smem() {
-  return (size_t)(3 * VN_TOK * (D + 8) + 2 * 3 * D * (VN_KC + 8)) * sizeof(uint16_t);
+  return (size_t)(3 * VN_TOK * (D + 8) + 2 * 3 * D * (VN_KC + 8)) * sizeof(bf16_t);
 }
 
 /* Grid (ceil(T_ctx / 64), Hkv), 4 warps of 16 tokens. For every query head
@@ -570,7 +562,7 @@ __host__ __device__ inline size_t vn_smem() {
  * block (its group's norms in a fixed order) at partial[y · gridDim.x + x]. */
 template <int D>
 __global__ void __launch_bounds__(VN_WARPS * 32)
-    k_vnorm_mma(const float *__restrict__ v, const uint16_t *__restrict__ mparts, int T_ctx, int Hq, int Hkv,
+    k_vnorm_mma(const float *__restrict__ v, const bf16_t *__restrict__ mparts, int T_ctx, int Hq, int Hkv,
                 float *__restrict__ vn, double *__restrict__ partial) {
   constexpr int LDV = D + 8, LDM = VN_KC + 8, NT = D / 8, NKC = D / VN_KC, SEGS = VN_KC / 8;
   constexpr int NTH = VN_WARPS * 32;
@@ -606,11 +598,11 @@ __global__ void __launch_bounds__(VN_WARPS * 32)
     const float xs[4] = {x.x, x.y, x.z, x.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-      uint16_t p[3];
+      bf16_t p[3];
       split3(xs[i], p);
-      mine |= ((p[1] | p[2]) & 0x7fffu) != 0;
+      mine |= __bfloat162float(p[1]) != 0.0f || __bfloat162float(p[2]) != 0.0f;
 #pragma unroll
-      for (int k = 0; k < 3; k++) ((uint16_t *)sV)[((size_t)k * VN_TOK + r) * LDV + c + i] = p[k];
+      for (int k = 0; k < 3; k++) sV[((size_t)k * VN_TOK + r) * LDV + c + i] = p[k];
     }
   }
   if (mine) resid = 1; /* benign: every writer writes 1 */
@@ -868,12 +860,13 @@ __global__ void __launch_bounds__(256) k_curve_suffix(const unsigned long long *
   const int n_chunks = (n_mid + SUFFIX_CHUNK - 1) / SUFFIX_CHUNK;
   /* Chunk c holds ranks [max(0, n_mid - (c + 1)·CHUNK), n_mid - c·CHUNK):
    * chunk 0 is the end of the ranking, summed first. */
-  const int gatherer = (int)threadIdx.x - 32, n_gatherers = (int)blockDim.x - 32;
-  {
-    const int c0 = n_mid - SUFFIX_CHUNK > 0 ? n_mid - SUFFIX_CHUNK : 0;
-    for (int r = c0 + (int)threadIdx.x; r < n_mid; r += blockDim.x)
-      buf[0][r - c0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
-  }
+  /* buf[ch & 1][r - c0] = utility of rank r for chunk ch's ranks [c0, c1),
+   * gathered by threads t, t + stride, ... */
+  auto gather = [&](int ch, int t, int stride) {
+    const int c1 = n_mid - ch * SUFFIX_CHUNK, c0 = c1 - SUFFIX_CHUNK > 0 ? c1 - SUFFIX_CHUNK : 0;
+    for (int r = c0 + t; r < c1; r += stride) buf[ch & 1][r - c0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
+  };
+  gather(0, (int)threadIdx.x, (int)blockDim.x);
   /* thread 0's state */
   double acc = 0.0;
   int gi = G, next = -1;
@@ -884,11 +877,7 @@ __global__ void __launch_bounds__(256) k_curve_suffix(const unsigned long long *
   __syncthreads();
   for (int ch = 0; ch < n_chunks; ch++) {
     const int c1 = n_mid - ch * SUFFIX_CHUNK, c0 = c1 - SUFFIX_CHUNK > 0 ? c1 - SUFFIX_CHUNK : 0;
-    if (gatherer >= 0 && ch + 1 < n_chunks) {
-      const int g1 = c0, g0 = g1 - SUFFIX_CHUNK > 0 ? g1 - SUFFIX_CHUNK : 0;
-      double *nb = buf[(ch + 1) & 1];
-      for (int r = g0 + gatherer; r < g1; r += n_gatherers) nb[r - g0] = (double)uh[(unsigned)(ks[r] & 0xffffffffull)];
-    }
+    if (threadIdx.x >= 32 && ch + 1 < n_chunks) gather(ch + 1, (int)threadIdx.x - 32, (int)blockDim.x - 32);
     if (threadIdx.x == 0) {
       const double *cb = buf[ch & 1] - c0; /* cb[r] for r in [c0, c1) */
       int r = c1 - 1;
@@ -943,10 +932,9 @@ struct lukv_stats_cuda {
   size_t curves_h_bytes;
   int *mg_h, *offs_h;
   size_t mg_h_n, offs_h_n;
-  /* what offs and mg hold on the device: the shape {nseg, n_mid, G, T_ctx,
-   * sink, window} they were uploaded for and the buffers they went to */
+  /* the shape {nseg, n_mid, G, T_ctx, sink, window} whose offsets and grid
+   * counts offs and mg hold on the device; nseg 0 (never a real one): none */
   int curve_shape[6];
-  const void *curve_offs, *curve_mg;
   int vnorm_f32_only; /* lukv_stats_cuda_set_vnorm_f32 */
   /* lukv_stats_cuda_gram's slots: [n_grams] device [Hq, d, d] each */
   dbuf *grams;
@@ -1026,16 +1014,16 @@ int enq_vnorm_mma(ctx_t *c, const lukv_layer_view *x, const float *gram, float *
   const size_t npart = (size_t)Hq * D * D;
   const unsigned nbx = blocks_for((size_t)T, VN_TOK);
   *n_partial = (size_t)nbx * Hkv;
-  int rc = ensure(c, &c->gparts, sizeof(uint16_t) * 3 * npart, who, err);
+  int rc = ensure(c, &c->gparts, sizeof(bf16_t) * 3 * npart, who, err);
   if (rc == LUKV_OK) rc = ensure(c, &c->partial, sizeof(double) * *n_partial, who, err);
   if (rc != LUKV_OK) return rc;
   unsigned nb = blocks_for(npart, 256);
   if (nb > 4096) nb = 4096;
-  k_gram_split<<<nb, 256, 0, c->st>>>(gram, Hq, D, (uint16_t *)c->gparts.p);
+  k_gram_split<<<nb, 256, 0, c->st>>>(gram, Hq, D, (bf16_t *)c->gparts.p);
   LAUNCHED("k_gram_split");
   CU(cudaFuncSetAttribute(k_vnorm_mma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)vn_smem<D>()));
   k_vnorm_mma<D><<<dim3(nbx, (unsigned)Hkv), VN_WARPS * 32, vn_smem<D>(), c->st>>>(
-      x->v, (const uint16_t *)c->gparts.p, T, Hq, Hkv, vn, (double *)c->partial.p);
+      x->v, (const bf16_t *)c->gparts.p, T, Hq, Hkv, vn, (double *)c->partial.p);
   LAUNCHED("k_vnorm_mma");
   return LUKV_OK;
 }
@@ -1273,15 +1261,15 @@ int enq_curves(ctx_t *c, const float *u, int n_scores, const float *const *score
   /* The segment offsets and grid keep counts depend only on the shape: upload
    * them when it changes (every layer of a profile run has the same one). */
   const int shape[6] = {nseg, n_mid, G, T_ctx, sink, window};
-  if (memcmp(shape, c->curve_shape, sizeof shape) != 0 || c->curve_offs != c->offs.p || c->curve_mg != c->mg.p) {
+  /* (The buffers only grow, and only when nseg or G grows: a shape change.) */
+  if (memcmp(shape, c->curve_shape, sizeof shape) != 0) {
     for (int s = 0; s <= nseg; s++) c->offs_h[s] = s * n_mid;
     for (int g = 0; g <= G; g++) c->mg_h[g] = lukv_keep_count(g, G, T_ctx, sink, window);
-    c->curve_offs = c->curve_mg = NULL; /* invalid until both copies are enqueued */
+    c->curve_shape[0] = 0; /* none until both copies are enqueued */
     /* Pageable sources: the copies are staged before these calls return. */
     CU(cudaMemcpyAsync(c->offs.p, c->offs_h, sizeof(int) * ((size_t)nseg + 1), cudaMemcpyHostToDevice, c->st));
     CU(cudaMemcpyAsync(c->mg.p, c->mg_h, sizeof(int) * ((size_t)G + 1), cudaMemcpyHostToDevice, c->st));
     memcpy(c->curve_shape, shape, sizeof shape);
-    c->curve_offs = c->offs.p, c->curve_mg = c->mg.p;
   }
 
   score_ptrs sp;
